@@ -1,0 +1,238 @@
+"""Typed, validated configuration loaded from YAML, with `--set key.path=value` overrides.
+
+Relative paths in a config file are resolved against its `root`, which is itself relative to the
+folder holding the file (`conf/local.yaml` says `root: ..`, so paths there are relative to the
+project folder). Every error names the file and the dotted key, and says what to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file (or an override) is wrong; the message says where and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuConfig(_Section):
+    """GPU resources for a cluster master (YARN, Kubernetes, standalone). Never for `local[*]`."""
+
+    executor_amount: int = Field(1, ge=1, description="spark.executor.resource.gpu.amount")
+    task_amount: float = Field(1.0, gt=0, description="spark.task.resource.gpu.amount")
+    discovery_script: str | None = Field(
+        None, description="spark.executor.resource.gpu.discoveryScript (standalone and YARN)"
+    )
+
+
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    app_name: str = "dmf-features"
+    driver_memory: str = "6g"
+    shuffle_partitions: int = Field(8, ge=1)
+    python: str | None = Field(
+        None, description="Python for Spark workers; default: the interpreter running the job"
+    )
+    gpu: GpuConfig | None = None
+    conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
+
+    @property
+    def is_local(self) -> bool:
+        return self.master.startswith("local")
+
+    @model_validator(mode="after")
+    def _no_gpu_in_local_mode(self) -> SparkConfig:
+        if self.gpu is not None and self.is_local:
+            raise ValueError(
+                "gpu: GPU resource settings need a cluster master (yarn, k8s://..., spark://...); "
+                f"Spark hangs on GPU requests with master {self.master!r}. Remove spark.gpu for local runs."
+            )
+        return self
+
+
+class LakeConfig(_Section):
+    uri: str = Field(description="folder or object-store URI (s3://, gs://, abfss://) holding the Delta tables")
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    commit_retries: int = Field(8, ge=0, description="retries, with backoff, when another writer commits first")
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "dmf-features"
+
+
+class MovielensSourceConfig(_Section):
+    path: Path = Field(description="folder with ratings.csv and movies.csv")
+    posters: Path | None = Field(None, description="folder of <movieId>.jpg posters (optional)")
+    tags: bool = Field(True, description="read tags.csv when present")
+
+
+class SyntheticSourceConfig(_Section):
+    """Scale knobs of the seeded generator; it writes MovieLens-format files to `output`."""
+
+    output: Path
+    seed: int = 7
+    users: int = Field(2_000, ge=1)
+    items: int = Field(1_000, ge=1)
+    events: int = Field(100_000, ge=1)
+    days: int = Field(60, ge=1)
+    start_date: dt.date = dt.date(2024, 1, 1)
+    topics: int = Field(8, ge=2)
+    cold_start_fraction: float = Field(0.1, ge=0, lt=1)
+    image_size: int = Field(96, ge=16)
+    bad_row_fraction: float = Field(0.001, ge=0, lt=1, description="rows made invalid on purpose")
+
+
+class SourceConfig(_Section):
+    kind: Literal["movielens", "synthetic"] = "movielens"
+    movielens: MovielensSourceConfig | None = None
+    synthetic: SyntheticSourceConfig | None = None
+
+    @model_validator(mode="after")
+    def _chosen_source_present(self) -> SourceConfig:
+        if getattr(self, self.kind) is None:
+            raise ValueError(f"kind is {self.kind!r} but the section source.{self.kind} is missing")
+        return self
+
+
+class IngestConfig(_Section):
+    click_threshold: float = Field(4.0, description="an event is a click when rating >= this")
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    min_event_time: dt.datetime = dt.datetime(1995, 1, 1, tzinfo=dt.UTC)
+    max_event_time: dt.datetime | None = Field(None, description="default: the time the job runs")
+    max_image_bytes: int = Field(20_000_000, ge=1, description="larger poster files are not read")
+    strict: bool = Field(False, description="fail instead of quarantining bad rows")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> IngestConfig:
+        if self.rating_min > self.rating_max:
+            raise ValueError("rating_min must not exceed rating_max")
+        return self
+
+
+class QualityConfig(_Section):
+    tables: list[str] = Field(default_factory=lambda: ["items", "events"])
+
+
+class Config(_Section):
+    root: Path = Field(Path("."), description="base for relative paths, relative to this file's folder")
+    spark: SparkConfig = SparkConfig()
+    lake: LakeConfig
+    mlflow: MlflowConfig = MlflowConfig()
+    source: SourceConfig
+    ingest: IngestConfig = IngestConfig()
+    quality: QualityConfig = QualityConfig()
+    source_file: Path | None = Field(None, exclude=True)
+
+    @property
+    def lake_uri(self) -> str:
+        return self.lake.uri
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+_INPUT_PATHS = ("source.movielens.path", "source.movielens.posters")
+_RELATIVE_PATHS = ("lake.uri", "source.movielens.path", "source.movielens.posters", "source.synthetic.output")
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load `path`, apply `key.path=value` overrides, resolve relative paths and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        _apply_override(raw, item, path)
+    root = (path.parent / raw.get("root", ".")).resolve()
+    raw["root"] = str(root)
+    for key in _RELATIVE_PATHS:
+        _resolve_relative(raw, key, root)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path)) from None
+    for key in _INPUT_PATHS:
+        value = _get(raw, key)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"{path}: {key}: {value} does not exist; point it at the data folder")
+    return cfg.model_copy(update={"source_file": path})
+
+
+def _apply_override(raw: dict, item: str, path: Path) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set spark.master=local[1]")
+    key, value = item.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: --set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value else None
+
+
+def _get(raw: dict, dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _resolve_relative(raw: dict, dotted: str, root: Path) -> None:
+    value = _get(raw, dotted)
+    if not isinstance(value, str) or "://" in value or Path(value).is_absolute():
+        return
+    *parents, last = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[last] = str((root / value).resolve())
+
+
+def _explain(error: ValidationError, path: Path) -> str:
+    lines = [f"{path}: {error.error_count()} problem(s) in the configuration:"]
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            *parent, name = [str(p) for p in err["loc"]]
+            known = _known_keys(parent)
+            hint = difflib.get_close_matches(name, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(sorted(known))})"
+            lines.append(f"  {key}: unknown key{suggestion}")
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        elif err["type"] == "value_error":
+            lines.append(f"  {key}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _known_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in parent:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        sub = next((a for a in candidates if issubclass(a, BaseModel)), None)
+        if sub is None:
+            return []
+        model = sub
+    return [k for k in model.model_fields if k != "source_file"]

@@ -1,0 +1,59 @@
+"""The one place a SparkSession is made: Python for workers, UTC, Arrow, local IP, GPU resources."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from dmf_features.config import SparkConfig
+
+# Settings every job relies on; a user's `spark.conf` entries override them.
+_BASE_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    # Delta readers expect INT64 timestamps, not Spark's legacy INT96.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # The lake layer lists what a write produced: no _SUCCESS markers, no .crc side files.
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def spark_conf(cfg: SparkConfig) -> dict[str, str]:
+    """The full Spark configuration a job runs with (without starting anything)."""
+    conf = dict(_BASE_CONF)
+    conf["spark.app.name"] = cfg.app_name
+    conf["spark.master"] = cfg.master
+    conf["spark.driver.memory"] = cfg.driver_memory
+    conf["spark.sql.shuffle.partitions"] = str(cfg.shuffle_partitions)
+    conf["spark.pyspark.python"] = cfg.python or sys.executable
+    if cfg.is_local:
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if cfg.gpu is not None:  # validated: never with a local master, where Spark hangs on GPU requests
+        conf["spark.executor.resource.gpu.amount"] = str(cfg.gpu.executor_amount)
+        conf["spark.task.resource.gpu.amount"] = str(cfg.gpu.task_amount)
+        if cfg.gpu.discovery_script:
+            conf["spark.executor.resource.gpu.discoveryScript"] = cfg.gpu.discovery_script
+    conf.update(cfg.conf)
+    return conf
+
+
+def get_spark(cfg: SparkConfig) -> SparkSession:
+    """Start (or reuse) the session for `cfg`; workers run the same Python as the driver."""
+    python = cfg.python or sys.executable
+    os.environ.setdefault("PYSPARK_PYTHON", python)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", python)
+    if cfg.is_local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in spark_conf(cfg).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
