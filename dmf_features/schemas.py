@@ -1,0 +1,59 @@
+"""The tables' schemas and keys: the contract between stages. One place for each table's shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import StructType
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: StructType
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+
+
+ITEMS = TableSpec(
+    "items",
+    StructType.fromDDL(
+        "item_id BIGINT, title STRING, year INT, genres ARRAY<STRING>, tags ARRAY<STRING>, "
+        "image BINARY, image_path STRING, image_status STRING, image_sha256 STRING, "
+        "content_hash STRING, source STRING"
+    ),
+    keys=("item_id",),
+)
+
+EVENTS = TableSpec(
+    "events",
+    StructType.fromDDL(
+        "user_id BIGINT, item_id BIGINT, event_time TIMESTAMP, event_type STRING, rating DOUBLE, "
+        "label INT, source STRING, date DATE"
+    ),
+    keys=("user_id", "item_id", "event_time", "event_type"),
+    partition_by=("date",),
+)
+
+QUARANTINE = TableSpec(
+    "quarantine",
+    StructType.fromDDL(
+        "record_id STRING, source STRING, reason STRING, detail STRING, raw STRING, target STRING"
+    ),
+    keys=("record_id",),
+    partition_by=("target",),
+)
+
+VALIDATION_RESULTS = TableSpec(
+    "validation_results",
+    StructType.fromDDL(
+        "run_id STRING, checked_at TIMESTAMP, table_name STRING, table_version BIGINT, suite STRING, "
+        "expectation STRING, column_name STRING, success BOOLEAN, observed STRING, details STRING"
+    ),
+    keys=("run_id", "table_name", "expectation", "column_name"),
+    partition_by=("table_name",),
+)
+
+# items.image_status: what ingest found for the item's image (the image column is null unless "ok"
+# or "corrupt"; a corrupt file's bytes are kept so the embedding job can report exactly why)
+IMAGE_STATUSES = ("ok", "missing", "empty", "corrupt", "too_large")
