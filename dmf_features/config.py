@@ -121,7 +121,8 @@ class IngestConfig(_Section):
 
 
 class QualityConfig(_Section):
-    tables: list[str] = Field(default_factory=lambda: ["items", "events"])
+    tables: list[str] = Field(default_factory=lambda: ["items", "events"], description="tables the gate checks")
+    results_dir: Path = Field(Path("reports/validation"), description="JSON results, one file per run")
 
 
 class Config(_Section):
@@ -142,7 +143,9 @@ class Config(_Section):
 # ---------------------------------------------------------------------------------------- loading
 
 _INPUT_PATHS = ("source.movielens.path", "source.movielens.posters")
-_RELATIVE_PATHS = ("lake.uri", "source.movielens.path", "source.movielens.posters", "source.synthetic.output")
+_RELATIVE_PATHS = (
+    "lake.uri", "source.movielens.path", "source.movielens.posters", "source.synthetic.output", "quality.results_dir",
+)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

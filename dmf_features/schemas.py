@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    ArrayType, BinaryType, BooleanType, DataType, DateType, DoubleType, IntegerType, LongType, StringType,
+    StructField, StructType, TimestampType,
+)
+
+_TYPES: dict[str, DataType] = {
+    "bigint": LongType(), "int": IntegerType(), "double": DoubleType(), "string": StringType(),
+    "binary": BinaryType(), "boolean": BooleanType(), "date": DateType(), "timestamp": TimestampType(),
+    "array<string>": ArrayType(StringType()),
+}
+
+
+def _schema(columns: str) -> StructType:
+    """'name type, ...' with the few types the tables use (importable without a Spark session)."""
+    fields = []
+    for column in columns.split(","):
+        name, kind = column.split()
+        fields.append(StructField(name, _TYPES[kind.lower()], nullable=True))
+    return StructType(fields)
 
 
 @dataclass(frozen=True)
@@ -17,7 +35,7 @@ class TableSpec:
 
 ITEMS = TableSpec(
     "items",
-    StructType.fromDDL(
+    _schema(
         "item_id BIGINT, title STRING, year INT, genres ARRAY<STRING>, tags ARRAY<STRING>, "
         "image BINARY, image_path STRING, image_status STRING, image_sha256 STRING, "
         "content_hash STRING, source STRING"
@@ -27,7 +45,7 @@ ITEMS = TableSpec(
 
 EVENTS = TableSpec(
     "events",
-    StructType.fromDDL(
+    _schema(
         "user_id BIGINT, item_id BIGINT, event_time TIMESTAMP, event_type STRING, rating DOUBLE, "
         "label INT, source STRING, date DATE"
     ),
@@ -37,7 +55,7 @@ EVENTS = TableSpec(
 
 QUARANTINE = TableSpec(
     "quarantine",
-    StructType.fromDDL(
+    _schema(
         "record_id STRING, source STRING, reason STRING, detail STRING, raw STRING, target STRING"
     ),
     keys=("record_id",),
@@ -46,7 +64,7 @@ QUARANTINE = TableSpec(
 
 VALIDATION_RESULTS = TableSpec(
     "validation_results",
-    StructType.fromDDL(
+    _schema(
         "run_id STRING, checked_at TIMESTAMP, table_name STRING, table_version BIGINT, suite STRING, "
         "expectation STRING, column_name STRING, success BOOLEAN, observed STRING, details STRING"
     ),

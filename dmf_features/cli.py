@@ -1,0 +1,195 @@
+"""`dmf`: the command line over every stage. `jobs/*.py` are spark-submit entry points into it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from dmf_features.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = os.environ.get("DMF_CONFIG", "conf/local.yaml")
+
+_DESCRIPTION = """\
+dmf-features: batch embedding-and-feature ETL for multimodal CTR models (DMF, MIM).
+
+Every command reads a YAML config (default: conf/local.yaml, or $DMF_CONFIG) and can override any
+key with --set KEY.PATH=VALUE, e.g. --set spark.master=local[2] --set lake.uri=/data/lake.
+"""
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-09-24") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set spark.master=local[2] (repeatable)")
+    scoped = argparse.ArgumentParser(add_help=False)
+    when = scoped.add_mutually_exclusive_group()
+    when.add_argument("--date", type=_date, help="only events of this UTC day (YYYY-MM-DD); replaces that day")
+    when.add_argument("--since", type=_date, help="events of this day and later; replaces those days")
+    scoped.add_argument("--strict", action="store_true", default=None,
+                        help="fail, writing nothing, if any record would be quarantined")
+
+    parser = argparse.ArgumentParser(prog="dmf", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "run", parents=[common, scoped], help="the whole pipeline, as far as it exists: ingest, then validate",
+        description="Run every stage in order (ingest -> validate). Stops at the first failure.",
+    )
+    commands.add_parser(
+        "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
+        description="Read the configured source (MovieLens-format folder or the synthetic generator), write "
+                    "items (merge), events (one partition per day) and quarantine (each rejected record with "
+                    "its reason), and print rows per table and quarantined rows by reason. Safe to re-run.",
+    )
+    validate = commands.add_parser(
+        "validate", parents=[common], help="run the Great Expectations gates on lake tables",
+        description="Check tables against their expectation suites; results go to the validation_results "
+                    "table and a JSON file. Exits 1 when any expectation fails, naming it and its column.",
+    )
+    validate.add_argument("--table", dest="tables", action="append", metavar="TABLE",
+                          help="table to check (repeatable; default: quality.tables in the config)")
+
+    lake = commands.add_parser("lake", help="inspect and maintain the Delta tables",
+                               description="Inspect and maintain the lake's Delta tables.")
+    lake_commands = lake.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
+    lake_commands.add_parser("list", parents=[common], help="tables with their version, files and rows")
+    history = lake_commands.add_parser("history", parents=[common], help="the commits of a table, newest first")
+    history.add_argument("table")
+    history.add_argument("--limit", type=int, default=20)
+    optimize = lake_commands.add_parser("optimize", parents=[common], help="compact small files (same rows, new version)")
+    optimize.add_argument("table")
+    vacuum = lake_commands.add_parser(
+        "vacuum", parents=[common], help="delete files no recent version uses (and orphans of killed jobs)")
+    vacuum.add_argument("table")
+    vacuum.add_argument("--retention-hours", type=int, default=168,
+                        help="keep files any version of the last H hours needs (default: %(default)s, "
+                             "so time travel within a week keeps working)")
+    vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    return parser
+
+
+class _Progress:
+    """Progress lines with the time since the command started."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.start:7.1f}s] {message}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"dmf: configuration error: {e}", file=sys.stderr)
+        return 2
+    handler: Callable[[argparse.Namespace, Config], int] = {
+        "run": _run, "ingest": _ingest, "validate": _validate, "lake": _lake,
+    }[args.command]
+    return handler(args, cfg)
+
+
+def _with_strict(args: argparse.Namespace, cfg: Config) -> Config:
+    if args.strict:
+        return cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"strict": True})})
+    return cfg
+
+
+def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+    from dmf_features.ingest import DateScope, IngestError, ingest
+    from dmf_features.lake import Lake
+    from dmf_features.sources.movielens import SourceError
+    from dmf_features.spark import get_spark
+
+    progress = progress or _Progress()
+    progress(f"starting Spark ({cfg.spark.master})")
+    spark = get_spark(cfg.spark)
+    try:
+        report = ingest(spark, _with_strict(args, cfg), Lake(cfg.lake), DateScope(args.date, args.since), progress)
+    except (IngestError, SourceError) as e:
+        print(f"dmf ingest: {e}", file=sys.stderr)
+        return 1
+    print(report.render(), flush=True)
+    return 0
+
+
+def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+    from dmf_features.lake import Lake
+    from dmf_features.quality import validate_tables
+    from dmf_features.spark import get_spark
+
+    progress = progress or _Progress()
+    tables = getattr(args, "tables", None) or cfg.quality.tables
+    progress(f"validating {', '.join(tables)}")
+    spark = get_spark(cfg.spark)
+    report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
+    print(report.summary(), flush=True)
+    return 0 if report.success else 1
+
+
+def _run(args: argparse.Namespace, cfg: Config) -> int:
+    progress = _Progress()
+    for stage in (_ingest, _validate):
+        code = stage(args, cfg, progress)
+        if code:
+            print(f"dmf run: stopped at {stage.__name__.strip('_')} (exit {code})", file=sys.stderr)
+            return code
+    progress("pipeline finished")
+    return 0
+
+
+def _lake(args: argparse.Namespace, cfg: Config) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dmf_features.lake import Lake, LakeError
+
+    lake = Lake(cfg.lake)
+    try:
+        if args.lake_command == "list":
+            print(f"{'table':<22}{'version':>8}{'files':>8}{'rows':>12}   ({lake.root})")
+            for name in lake.tables():
+                table = lake.delta(name)
+                files = pa.table(table.get_add_actions(flatten=True))
+                print(f"{name:<22}{table.version():>8}{files.num_rows:>8}{pc.sum(files['num_records']).as_py() or 0:>12,}")
+        elif args.lake_command == "history":
+            for h in lake.history(args.table, args.limit):
+                when = dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                metrics = h.get("operationMetrics") or {}
+                rows = h.get("dmf.rows", metrics.get("num_added_rows", ""))
+                print(f"v{h['version']:<5} {when}  {h['operation']:<12} {h.get('dmf.operation', ''):<20} rows={rows}")
+        elif args.lake_command == "optimize":
+            metrics = lake.optimize(args.table)
+            print(f"{args.table}: {metrics['numFilesRemoved']} files compacted into {metrics['numFilesAdded']}")
+        elif args.lake_command == "vacuum":
+            removed = lake.vacuum(args.table, args.retention_hours, args.dry_run)
+            verb = "would delete" if args.dry_run else "deleted"
+            print(f"{args.table}: {verb} {len(removed)} files")
+            for path in removed[:20]:
+                print(f"  {path}")
+    except LakeError as e:
+        print(f"dmf lake: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
