@@ -68,6 +68,9 @@ def quarantine_rows(classified: DataFrame, source: str, target: str) -> DataFram
     ).select(*QUARANTINE.schema.fieldNames())
 
 
+_NOUNS = {"line_no": "line", "image_path": "file"}
+
+
 def flag_duplicates(classified: DataFrame, keys: Sequence[str], order_by: str, reason: str) -> DataFrame:
     """Reject every kept record whose `keys` a kept record earlier in `order_by` already has."""
     window = Window.partitionBy(F.col("reason").isNull(), *keys).orderBy(order_by)
@@ -76,6 +79,6 @@ def flag_duplicates(classified: DataFrame, keys: Sequence[str], order_by: str, r
     return classified.withColumn("_first", first).select(
         *[c for c in classified.columns if c not in ("reason", "detail")],
         F.when(duplicate, F.lit(reason)).otherwise(F.col("reason")).alias("reason"),
-        F.when(duplicate, F.concat(F.lit(f"duplicate of {order_by} "), F.col("_first").cast("string")))
+        F.when(duplicate, F.concat(F.lit(f"duplicate of {_NOUNS.get(order_by, order_by)} "), F.col("_first").cast("string")))
         .otherwise(F.col("detail")).alias("detail"),
     )

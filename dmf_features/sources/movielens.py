@@ -219,8 +219,10 @@ def parse_ratings(
         _not_a_number(F.col("_ts"), F.col("_seconds"), "timestamp"),
         (~F.col("rating").between(cfg.rating_min, cfg.rating_max), q.OUT_OF_RANGE,
          F.format_string(f"rating %s outside [{cfg.rating_min}, {cfg.rating_max}]", "rating")),
-        (F.col("event_time").isNull(), q.OUT_OF_RANGE,
-         F.format_string(f"timestamp %s outside [{cfg.min_event_time.isoformat()}, %s]", "_ts", max_event_time.cast("string"))),
+        (F.col("_seconds") < min_seconds, q.OUT_OF_RANGE,
+         F.format_string(f"timestamp %s is before {cfg.min_event_time.isoformat()}", "_ts")),
+        (F.col("event_time").isNull(), q.OUT_OF_RANGE,  # the detail names no run time: re-runs agree
+         F.format_string("timestamp %s is in the future", "_ts")),
         (F.col("_known").isNull(), q.UNKNOWN_ITEM, F.format_string("movieId %d is not in movies.csv", "item_id")),
     ]
     classified = q.classify(df, checks).select(
