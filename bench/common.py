@@ -1,0 +1,102 @@
+"""Helpers every benchmark shares: interleaved timing, the results file, the final line.
+
+A benchmark measures its baseline in the same run, reports medians, writes
+`bench/results/<name>.json` (figures, settings, machine, UTC date) and ends by printing exactly one
+line `<name>: ratio=<x> <key=value ...>`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of each call, and what the last call returned."""
+
+    seconds: list[float] = field(default_factory=list)
+    result: Any = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]], repeats: int, warm_up: int = 1
+) -> dict[str, Timing]:
+    """Run every call `repeats` times, round by round, reversing the order each round so that no
+    side always runs first (warm caches, JIT, a noisy neighbour all get spread over both). The
+    first `warm_up` rounds are run but not timed."""
+    for _ in range(warm_up):
+        for call in calls.values():
+            call()
+    timings = {name: Timing() for name in calls}
+    names = list(calls)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            result = calls[name]()
+            timings[name].seconds.append(time.perf_counter() - start)
+            timings[name].result = result
+    return timings
+
+
+def machine_info(packages: Iterable[str] = ()) -> dict[str, Any]:
+    """CPU model, core count, RAM, Python, and the installed versions of `packages`."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in packages},
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_results(
+    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str] = ()
+) -> Path:
+    """Write `bench/results/<name>.json` and return its path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {
+        "benchmark": name,
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "settings": dict(settings),
+        "figures": dict(figures),
+        "machine": machine_info(packages),
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def final_line(name: str, ratio: float, figures: Mapping[str, Any]) -> str:
+    """`<name>: ratio=<x> key=value ...`, floats to three decimals."""
+    shown = " ".join(f"{k}={_short(v)}" for k, v in figures.items())
+    return f"{name}: ratio={ratio:.3f} {shown}".rstrip()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
