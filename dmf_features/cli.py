@@ -140,7 +140,11 @@ def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None 
     tables = getattr(args, "tables", None) or cfg.quality.tables
     progress(f"validating {', '.join(tables)}")
     spark = get_spark(cfg.spark)
-    report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
+    try:
+        report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
+    except ValueError as e:  # a table without a suite
+        print(f"dmf validate: {e}", file=sys.stderr)
+        return 2
     print(report.summary(), flush=True)
     return 0 if report.success else 1
 
