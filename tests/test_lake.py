@@ -173,3 +173,23 @@ def test_optimize_compacts_and_history_lists_commits(spark, lake):
     assert lake.read(spark, "t").count() == 30
     ops = [h["operation"] for h in lake.history("t")]
     assert ops[0] == "OPTIMIZE" and ops.count("WRITE") >= 1
+
+
+def test_tables_use_the_plain_protocol_and_carry_file_statistics(spark, lake):
+    df = events(spark, [(1, 10, 4.0), (2, 11, 3.0), (3, 12, None)]).withColumn(
+        "event_time", F.to_timestamp(F.lit("2024-01-01 10:00:00.123456")))
+    lake.write(df, "ev", partition_by=["date"])
+    protocol = DeltaTable(lake.uri("ev")).protocol()
+    assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
+    assert not protocol.reader_features and not protocol.writer_features
+    log = (Path(lake.uri("ev")) / "_delta_log" / "00000000000000000000.json").read_text()
+    import json
+    adds = [json.loads(line)["add"] for line in log.splitlines() if '"add"' in line]
+    stats = [json.loads(a["stats"]) for a in adds]
+    assert sum(s["numRecords"] for s in stats) == 3
+    by_user = {s["minValues"]["user_id"]: s for s in stats}
+    assert by_user[3]["nullCount"]["rating"] == 1
+    # milliseconds, widened so that the true value lies inside [min, max]
+    assert by_user[1]["minValues"]["event_time"] == "2024-01-01T10:00:00.123Z"
+    assert by_user[1]["maxValues"]["event_time"] == "2024-01-01T10:00:00.124Z"
+    assert all(a["partitionValues"]["date"].startswith("2024-01-0") for a in adds)
