@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from dmf_features.config import SparkConfig
+
+SPARK_CONF_DIR = Path(__file__).parent / "spark_conf"  # log4j2.properties: warnings only
 
 # Settings every job relies on; a user's `spark.conf` entries override them.
 _BASE_CONF = {
@@ -54,6 +57,7 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", python)
     if cfg.is_local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_CONF_DIR", str(SPARK_CONF_DIR))  # read when the JVM starts
     builder = SparkSession.builder
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
