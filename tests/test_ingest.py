@@ -126,3 +126,32 @@ def test_spark_submit_runs_the_ingest_job(cfg, tmp_path):
     )
     # spark-submit hands the Python driver's stderr to its stdout
     assert strict.returncode == 1 and "strict mode" in strict.stdout + strict.stderr, strict.stderr[-3000:]
+
+
+def test_synthetic_source_is_ingested_and_every_planted_row_is_quarantined(spark, tmp_path):
+    import json
+
+    config = tmp_path / "synthetic.yaml"
+    config.write_text(f"""
+spark: {{master: "local[2]", shuffle_partitions: 4}}
+lake: {{uri: {tmp_path / 'lake'}}}
+source:
+  kind: synthetic
+  synthetic: {{output: {tmp_path / 'gen'}, users: 200, items: 80, events: 5000, days: 20, image_size: 24,
+               bad_row_fraction: 0.004}}
+""")
+    cfg = load_config(config)
+    lake = Lake(cfg.lake)
+    report = ingest(spark, cfg, lake, progress=lambda _: None)
+    planted = json.loads((tmp_path / "gen" / "manifest.json").read_text())["planted"]
+    ratings = next(i for i in report.inputs if i.name == "ratings.csv")
+    assert ratings.balanced and ratings.rows_in == 5000
+    assert ratings.quarantined == {
+        "duplicate_event": planted["duplicate"],
+        "null_key": planted["empty_user_id"],
+        "out_of_range": planted["rating_out_of_range"] + planted["timestamp_before_1990"],
+        "unknown_item": planted["unknown_movie_id"],
+        "unparseable_line": planted["garbage"],
+    }
+    statuses = {r.image_status: r["count"] for r in lake.read(spark, "items").groupBy("image_status").count().collect()}
+    assert statuses == {"ok": 78, "missing": 1, "corrupt": 1}
