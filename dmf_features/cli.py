@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "run", parents=[common, scoped], help="the whole pipeline, as far as it exists: ingest, then validate",
-        description="Run every stage in order (ingest -> validate). Stops at the first failure.",
+        "run", parents=[common, scoped], help="the whole pipeline, as far as it exists: ingest, validate, embed",
+        description="Run every stage in order (ingest -> validate -> embed). Stops at the first failure.",
     )
     commands.add_parser(
         "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--table", dest="tables", action="append", metavar="TABLE",
                           help="table to check (repeatable; default: quality.tables in the config)")
+
+    commands.add_parser(
+        "embed", parents=[common], help="items -> item_embeddings (text, image, fused) and the nearest-item index",
+        description="Embed item titles and images with the configured pretrained encoders inside Spark pandas UDFs "
+                    "(GPU when visible), merge the vectors into item_embeddings keyed by item and encoder version, "
+                    "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
+                    "Only new or changed items are embedded.",
+    )
+    similar = commands.add_parser(
+        "similar", parents=[common], help="the items nearest to an item (fused vectors, cosine)",
+        description="Print the items most similar to ITEM_ID by their fused title+image vectors, from the index "
+                    "the embedding job built. Needs no Spark.",
+    )
+    similar.add_argument("item_id", type=int, metavar="ITEM_ID")
+    similar.add_argument("-k", type=int, default=10, help="how many neighbours (default: %(default)s)")
 
     lake = commands.add_parser("lake", help="inspect and maintain the Delta tables",
                                description="Inspect and maintain the lake's Delta tables.")
@@ -94,15 +109,18 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "great_expectations"):
+    for noisy in ("py4j", "great_expectations", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Models load from local folders only (no hub access here or on air-gapped clusters), quietly.
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(key, value)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"dmf: configuration error: {e}", file=sys.stderr)
         return 2
     handler: Callable[[argparse.Namespace, Config], int] = {
-        "run": _run, "ingest": _ingest, "validate": _validate, "lake": _lake,
+        "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "similar": _similar, "lake": _lake,
     }[args.command]
     return handler(args, cfg)
 
@@ -149,9 +167,37 @@ def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None 
     return 0 if report.success else 1
 
 
+def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+    from dmf_features.embedding import embed_items
+    from dmf_features.lake import Lake
+    from dmf_features.spark import get_spark
+
+    progress = progress or _Progress()
+    spark = get_spark(cfg.spark)
+    report = embed_items(spark, cfg, Lake(cfg.lake), progress)
+    print(report.render(), flush=True)
+    return 0
+
+
+def _similar(args: argparse.Namespace, cfg: Config) -> int:
+    from dmf_features.item_index import ItemIndex
+    from dmf_features.lake import Lake
+
+    try:
+        index = ItemIndex.load(Lake(cfg.lake))
+        neighbours = index.similar(args.item_id, args.k)
+    except (LookupError, KeyError) as e:
+        print(f"dmf similar: {e.args[0]}", file=sys.stderr)
+        return 1
+    print(f"items most similar to {args.item_id} {index.titles[args.item_id]!r} ({index.meta['version']}):")
+    for rank, n in enumerate(neighbours, 1):
+        print(f"  {rank:>2}. {n.similarity:6.3f}  {n.item_id:>8}  {n.title}")
+    return 0
+
+
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     progress = _Progress()
-    for stage in (_ingest, _validate):
+    for stage in (_ingest, _validate, _embed):
         code = stage(args, cfg, progress)
         if code:
             print(f"dmf run: stopped at {stage.__name__.strip('_')} (exit {code})", file=sys.stderr)

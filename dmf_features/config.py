@@ -120,6 +120,39 @@ class IngestConfig(_Section):
         return self
 
 
+class EncoderConfig(_Section):
+    """One pretrained encoder: `minilm` (text), `efficientnet-lite0` (image), or `clip-text` /
+    `clip-image` with `path` a local CLIP folder or a Hugging Face id (already in the local cache)."""
+
+    kind: Literal["minilm", "efficientnet-lite0", "clip-text", "clip-image"]
+    path: str | None = Field(None, description="model folder or Hugging Face id; default: the shipped weights")
+    max_tokens: int = Field(128, ge=8, description="text encoders truncate longer titles")
+
+
+class EmbeddingConfig(_Section):
+    text: EncoderConfig | None = EncoderConfig(kind="minilm")
+    image: EncoderConfig | None = EncoderConfig(kind="efficientnet-lite0")
+    fusion: Literal["concat", "mean"] = Field(
+        "concat", description="fused vector: normalised concatenation, or the mean (same-space encoders such as CLIP)")
+    batch_size: int = Field(32, ge=1, description="inputs per forward pass")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible")
+    items_per_task: int = Field(256, ge=1, description="work per Spark task: smaller gives finer progress")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused as decompression bombs")
+
+    @model_validator(mode="after")
+    def _encoders_fit_their_modality(self) -> EmbeddingConfig:
+        if self.text is None and self.image is None:
+            raise ValueError("configure at least one of embedding.text and embedding.image")
+        for modality, kinds in _ENCODER_KINDS.items():
+            encoder = getattr(self, modality)
+            if encoder is not None and encoder.kind not in kinds:
+                raise ValueError(f"{modality}: {encoder.kind!r} is not a {modality} encoder (use one of {kinds})")
+        return self
+
+
+_ENCODER_KINDS = {"text": ("minilm", "clip-text"), "image": ("efficientnet-lite0", "clip-image")}
+
+
 class QualityConfig(_Section):
     tables: list[str] = Field(default_factory=lambda: ["items", "events"], description="tables the gate checks")
     results_dir: Path = Field(Path("reports/validation"), description="JSON results, one file per run")
@@ -132,6 +165,7 @@ class Config(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     source: SourceConfig
     ingest: IngestConfig = IngestConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
     quality: QualityConfig = QualityConfig()
     source_file: Path | None = Field(None, exclude=True)
 

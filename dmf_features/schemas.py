@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql.types import (
-    ArrayType, BinaryType, BooleanType, DataType, DateType, DoubleType, IntegerType, LongType, StringType,
+    ArrayType, BinaryType, BooleanType, DataType, DateType, DoubleType, FloatType, IntegerType, LongType, StringType,
     StructField, StructType, TimestampType,
 )
 
 _TYPES: dict[str, DataType] = {
     "bigint": LongType(), "int": IntegerType(), "double": DoubleType(), "string": StringType(),
     "binary": BinaryType(), "boolean": BooleanType(), "date": DateType(), "timestamp": TimestampType(),
-    "array<string>": ArrayType(StringType()),
+    "array<string>": ArrayType(StringType()), "array<float>": ArrayType(FloatType()),
 }
 
 
@@ -60,6 +60,16 @@ QUARANTINE = TableSpec(
     ),
     keys=("record_id",),
     partition_by=("target",),
+)
+
+ITEM_EMBEDDINGS = TableSpec(
+    "item_embeddings",
+    _schema(
+        "item_id bigint, modality string, encoder string, encoder_version string, input_hash string, "
+        "dim int, vector array<float>, embedded_at timestamp"
+    ),
+    keys=("item_id", "modality", "encoder_version"),
+    partition_by=("modality",),
 )
 
 VALIDATION_RESULTS = TableSpec(

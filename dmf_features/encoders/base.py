@@ -1,0 +1,158 @@
+"""The encoder interface, the spec that names an encoder, and a per-process cache of loaded encoders.
+
+Encoders run inside Spark's Python workers and in the trainer, so this package never imports pyspark.
+A worker process calls `load_encoder` once per batch; the cache makes that load the model only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+Modality = Literal["text", "image"]
+EncoderKind = Literal["minilm", "efficientnet-lite0", "clip-text", "clip-image"]
+_KINDS: tuple[str, ...] = ("minilm", "efficientnet-lite0", "clip-text", "clip-image")
+
+# Files fetched for a Hugging Face id: configs, tokenizer files and safetensors weights only, so that a
+# repository's TensorFlow / Flax / ONNX copies of the same weights are never downloaded.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model*.safetensors"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoder to load; frozen (hashable) so that it can key the encoder cache.
+
+    `path` is a model folder or a Hugging Face id (for EfficientNet-Lite0: a `.pth` state dict);
+    None means the weights shipped in an installed package (MiniLM, EfficientNet-Lite0).
+    `batch_size` bounds how many items one forward pass takes, so a 10,000-row Arrow batch does not
+    allocate activations for all rows at once.
+    """
+
+    kind: EncoderKind
+    path: str | None = None
+    max_tokens: int = 128
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"encoder kind {self.kind!r} is unknown; use one of {', '.join(_KINDS)}")
+        if self.kind.startswith("clip") and not self.path:
+            raise ValueError(f"{self.kind} needs a path: a CLIP model folder or a Hugging Face id")
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise ValueError("max_tokens and batch_size must be positive")
+
+
+class Encoder(ABC):
+    """A pretrained model that maps a batch of items to L2-normalised float32 vectors.
+
+    Subclasses implement `_forward` (preprocessing + model on one chunk); `embed` adds chunking,
+    `torch.inference_mode()` and normalisation, so every encoder returns the same kind of array.
+    """
+
+    name: str
+    modality: Modality
+    dim: int
+    version: str
+    device: torch.device
+
+    def __init__(self, *, name: str, modality: Modality, dim: int, weights_sha256: str,
+                 device: torch.device, batch_size: int) -> None:
+        self.name = name
+        self.modality = modality
+        self.dim = dim
+        self.version = f"{name}@{weights_sha256[:12]}"
+        self.device = device
+        self.batch_size = batch_size
+
+    def embed(self, batch: Sequence[Any]) -> np.ndarray:
+        """Embed `batch` (str for text encoders, `PIL.Image.Image` for image encoders): float32 [n, dim]."""
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.batch_size):
+                vectors = self._forward(list(batch[start:start + self.batch_size])).float()
+                chunks.append(torch.nn.functional.normalize(vectors, dim=1).cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    @abstractmethod
+    def _forward(self, items: list[Any]) -> torch.Tensor:
+        """Preprocess `items` and run the model: un-normalised vectors [len(items), dim] on any device."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(version={self.version!r}, dim={self.dim}, device={str(self.device)!r})"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" means CUDA when available, else CPU; anything else ("cpu", "cuda:1") is taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A local model folder as is, or a Hugging Face id resolved to its (cached or downloaded) snapshot."""
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=path, allow_patterns=_HUB_PATTERNS))
+
+
+def model_weights_files(folder: Path) -> list[Path]:
+    """The weights files that `from_pretrained` loads from a folder: safetensors first, else PyTorch bins."""
+    files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    if not files:
+        raise FileNotFoundError(f"no model*.safetensors or pytorch_model*.bin weights in {folder}")
+    return files
+
+
+def sha256_files(files: Sequence[Path]) -> str:
+    """SHA-256 over the files' bytes in the given order: new weights give a new encoder version."""
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+_CACHE: dict[tuple[EncoderSpec, str], Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
+    """The encoder for `spec` on `device`, loaded on first use and cached for the life of the process."""
+    resolved = resolve_device(device)
+    key = (spec, str(resolved))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _build(spec, resolved)
+        return _CACHE[key]
+
+
+def _build(spec: EncoderSpec, device: torch.device) -> Encoder:
+    # Imported here: each module pulls in its own heavy dependencies (transformers, the EfficientNet code).
+    if spec.kind == "minilm":
+        from .text import TransformersTextEncoder
+
+        return TransformersTextEncoder(spec.path, device=device, max_tokens=spec.max_tokens,
+                                       batch_size=spec.batch_size)
+    if spec.kind == "efficientnet-lite0":
+        from .image import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder(spec.path, device=device, batch_size=spec.batch_size)
+    from .clip import ClipImageEncoder, ClipTextEncoder
+
+    assert spec.path is not None  # checked by EncoderSpec
+    if spec.kind == "clip-text":
+        return ClipTextEncoder(spec.path, device=device, max_tokens=spec.max_tokens, batch_size=spec.batch_size)
+    return ClipImageEncoder(spec.path, device=device, batch_size=spec.batch_size)
