@@ -18,7 +18,6 @@ a poster is still found by its title.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -34,7 +33,9 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from dmf_features import images
 from dmf_features.config import Config, EmbeddingConfig, EncoderConfig
 from dmf_features.encoders import Encoder, EncoderSpec, load_encoder
+from dmf_features.item_index import build_index
 from dmf_features.lake import CommitResult, Lake
+from dmf_features.progress import SparkProgress
 from dmf_features.schemas import ITEM_EMBEDDINGS, ITEMS, QUARANTINE
 
 EMPTY_TEXT = "empty_text"
@@ -123,13 +124,14 @@ def embed_items(
     items = lake.read(spark, ITEMS.name)
     existing = lake.read(spark, ITEM_EMBEDDINGS.name) if lake.exists(ITEM_EMBEDDINGS.name) else None
     total_items = items.count()
-    counts, vectors, rejected = [], [], []
+    counts, vectors, rejected, cached = [], [], [], []
     for plan in plan_list:
-        count, done, bad = _embed_modality(spark, items, existing, plan, cfg.embedding, total_items, progress)
+        count, result = _embed_modality(spark, items, existing, plan, cfg.embedding, total_items, progress)
         counts.append(count)
-        if done is not None:
-            vectors.append(done)
-            rejected.append(bad)
+        if result is not None:
+            cached.append(result)
+            vectors.append(_vector_rows(result, plan))
+            rejected.append(_quarantine_rows(result, plan))
 
     commits = []
     if vectors:
@@ -148,13 +150,11 @@ def embed_items(
     if fused_count.embedded:
         progress("writing fused vectors")
         commits.append(lake.merge(fresh, ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys, description="fused vectors"))
-    for c, v in zip(counts, vectors):
-        v.unpersist()
+    for result in cached:
+        result.unpersist()
     unbalanced = [c for c in counts if not c.balanced]
     if unbalanced:
         raise RuntimeError(f"embedding counts do not reconcile: {unbalanced}")
-
-    from dmf_features.item_index import build_index
 
     progress("building the nearest-item index")
     index_path = build_index(spark, lake, fused_count.version)
@@ -164,7 +164,8 @@ def embed_items(
 def _embed_modality(
     spark: SparkSession, items: DataFrame, existing: DataFrame | None, plan: Plan, cfg: EmbeddingConfig,
     total_items: int, progress: Callable[[str], None],
-) -> tuple[ModalityCount, DataFrame | None, DataFrame | None]:
+) -> tuple[ModalityCount, DataFrame | None]:
+    """Embed what is new for `plan`; the result (cached) has item_id, input_hash, vector, reason, detail."""
     inputs = _inputs(items, plan.modality)
     with_input = inputs.count()
     todo = inputs if existing is None else _not_yet_embedded(inputs, existing, plan.version)
@@ -173,7 +174,7 @@ def _embed_modality(
                           without_input=total_items - with_input)
     if pending == 0:
         progress(f"{plan.modality}: nothing to embed ({with_input:,} items unchanged for {plan.version})")
-        return count, None, None
+        return count, None
     tasks = max(1, math.ceil(pending / cfg.items_per_task))
     result = (
         todo.repartition(tasks)
@@ -181,24 +182,27 @@ def _embed_modality(
         .select("item_id", "input_hash", "r.*")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    from dmf_features.progress import SparkProgress
-
     with SparkProgress(spark, pending, f"embedding {plan.modality} with {plan.encoder}", progress):
         outcomes = {r["reason"]: r["count"] for r in result.groupBy("reason").count().collect()}
     count.embedded = outcomes.pop(None, 0)
     count.quarantined = dict(sorted(outcomes.items()))
-    embedded_at = F.lit(dt.datetime.now(dt.UTC))
-    done = result.where("reason is null").select(
+    return count, result
+
+
+def _vector_rows(result: DataFrame, plan: Plan) -> DataFrame:
+    return result.where("reason is null").select(
         "item_id", F.lit(plan.modality).alias("modality"), F.lit(plan.encoder).alias("encoder"),
         F.lit(plan.version).alias("encoder_version"), "input_hash", F.lit(plan.dim).alias("dim"), "vector",
-        embedded_at.alias("embedded_at"),
+        F.lit(dt.datetime.now(dt.UTC)).alias("embedded_at"),
     )
-    bad = result.where("reason is not null").select(
+
+
+def _quarantine_rows(result: DataFrame, plan: Plan) -> DataFrame:
+    return result.where("reason is not null").select(
         F.concat_ws(":", F.lit("item"), "item_id", F.lit(plan.modality), F.lit(plan.version)).alias("record_id"),
         F.lit(f"embed:{plan.encoder}").alias("source"), "reason", "detail",
         F.concat(F.lit("item_id="), "item_id").alias("raw"), F.lit(ITEM_EMBEDDINGS.name).alias("target"),
     )
-    return count, done, bad
 
 
 def _inputs(items: DataFrame, modality: str) -> DataFrame:
@@ -309,8 +313,3 @@ def _fuse_udf(dims: list[int], fusion: str):
         return pd.Series(list(fuse(parts, fusion)))
 
     return fused
-
-
-def version_slug(version: str) -> str:
-    """A short, file-name-safe name for an encoder version (used for index folders)."""
-    return hashlib.sha256(version.encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ unit length, so inner product is cosine similarity. A GPU index is used when fai
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ FOLDER = "_indexes/item_embeddings"
 _BATCH = 50_000  # vectors copied from Spark to the index at a time
 
 
+def version_slug(version: str) -> str:
+    """A short, file-name-safe name for a fused version (the index's folder)."""
+    return hashlib.sha256(version.encode()).hexdigest()[:16]
+
+
 def _on_gpu(index: faiss.Index) -> faiss.Index:
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     return faiss.index_cpu_to_all_gpus(index) if gpus > 0 else index
@@ -36,8 +42,6 @@ def _on_gpu(index: faiss.Index) -> faiss.Index:
 
 def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     """Index every item's fused vector of `fused_version`; returns where it was saved."""
-    from dmf_features.embedding import version_slug
-
     rows = lake.read(spark, ITEM_EMBEDDINGS.name).where(
         (F.col("modality") == "fused") & (F.col("encoder_version") == fused_version)
     ).join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
