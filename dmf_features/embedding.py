@@ -139,9 +139,12 @@ def embed_items(
         progress("writing item_embeddings")
         commits.append(lake.merge(_union(vectors), ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys,
                                   partition_by=ITEM_EMBEDDINGS.partition_by, description="item vectors"))
-        commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys,
-                                  partition_by=QUARANTINE.partition_by))
+        if any(c.quarantined for c in counts):
+            commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys,
+                                      partition_by=QUARANTINE.partition_by))
     fused = _fused_rows(lake.read(spark, ITEM_EMBEDDINGS.name), plan_list, cfg.embedding)
+    fused = fused.persist(StorageLevel.MEMORY_AND_DISK)  # counted, compared and written: computed once
+    cached.append(fused)
     fused_count = ModalityCount(FUSED, fused_version(cfg.embedding, plan_list), fused.count())
     fresh = _not_yet_embedded(fused, lake.read(spark, ITEM_EMBEDDINGS.name), fused_count.version)
     fused_count.embedded = fresh.count()
