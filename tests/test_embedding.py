@@ -15,7 +15,7 @@ from dmf_features.embedding import EMPTY_TEXT, embed_items, fuse
 from dmf_features.item_index import ItemIndex
 from dmf_features.lake import Lake
 from dmf_features.schemas import ITEMS
-from tests.test_encoders import save_tiny_clip
+from tests.helpers.clip import save_tiny_clip
 
 pytestmark = pytest.mark.e2e
 
