@@ -12,10 +12,11 @@ The embedding stage runs its encoders inside an iterator pandas UDF on Spark (se
 - bare: one process, `torch.set_num_threads(2)`, the same encoder: decode each poster with
   `images.decode` and embed `embedding.batch_size` at a time; titles likewise.
 
-After one untimed run of each (model loads, JIT; Spark's reused Python workers keep their models),
-each is repeated, alternating order round by round, and medians compared. ratio = spark throughput /
-bare throughput for images, over the whole `embed_items` call (what a user waits for); the project's
-goal is >= 0.85. `*_embed_ratio` figures compare the embedding phase alone.
+After one untimed run of each (model loads, JIT; Spark's reused Python workers keep their models,
+though Spark ends any worker idle for over a minute, as during a bare run that long), each is
+repeated, alternating order round by round, and medians compared. ratio = spark throughput / bare
+throughput for images, over the whole `embed_items` call (what a user waits for); the project's
+goal is >= 0.85. The `*_embed_ratio` figures compare the embedding phase alone.
 
 usage: python -m bench.embed [--quick | --all] [--repeats R]
 """
@@ -28,6 +29,7 @@ import hashlib
 import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -191,6 +193,12 @@ def measure(spark: SparkSession, lake_uri: str, items: list[Item], modality: str
     }
 
 
+def code_version() -> str | None:
+    """The commit measured (`git rev-parse HEAD`, read only); None outside a checkout."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     size = QUICK if args.quick else ALL if args.all else FULL
@@ -212,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures = {"ratio": ratio, **figures}
     settings = {**size._asdict(), "spark_master": base.spark.master, "torch_threads": THREADS,
                 "batch_size": base.embedding.batch_size, "items_per_task": base.embedding.items_per_task,
-                "encoders": ENCODERS, "ratio_uses": "whole embed_items call"}
+                "encoders": ENCODERS, "ratio_uses": "whole embed_items call", "commit": code_version()}
     path = write_results(NAME, figures, settings, PACKAGES)
     shown = {k: v for k, v in figures.items() if k != "ratio" and not k.endswith("_runs_s")}
     print(f"results: {path}")
