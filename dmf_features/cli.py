@@ -207,9 +207,6 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _lake(args: argparse.Namespace, cfg: Config) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from dmf_features.lake import Lake, LakeError
 
     lake = Lake(cfg.lake)
@@ -218,8 +215,8 @@ def _lake(args: argparse.Namespace, cfg: Config) -> int:
             print(f"{'table':<22}{'version':>8}{'files':>8}{'rows':>12}   ({lake.root})")
             for name in lake.tables():
                 table = lake.delta(name)
-                files = pa.table(table.get_add_actions(flatten=True))
-                print(f"{name:<22}{table.version():>8}{files.num_rows:>8}{pc.sum(files['num_records']).as_py() or 0:>12,}")
+                files = len(table.file_uris())
+                print(f"{name:<22}{table.version():>8}{files:>8}{lake.row_count(name):>12,}")
         elif args.lake_command == "history":
             for h in lake.history(args.table, args.limit):
                 when = dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

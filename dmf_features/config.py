@@ -169,10 +169,6 @@ class Config(_Section):
     quality: QualityConfig = QualityConfig()
     source_file: Path | None = Field(None, exclude=True)
 
-    @property
-    def lake_uri(self) -> str:
-        return self.lake.uri
-
 
 # ---------------------------------------------------------------------------------------- loading
 

@@ -11,7 +11,6 @@ without touching the lake. Re-running it leaves the tables as they were:
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +24,6 @@ from dmf_features.lake import CommitResult, Lake
 from dmf_features.schemas import EVENTS, ITEMS, QUARANTINE
 from dmf_features.sources import movielens as ml
 
-log = logging.getLogger(__name__)
 
 
 class IngestError(RuntimeError):
@@ -164,7 +162,7 @@ def ingest(
     _reconcile(counts, ratings_count, events_commit)
     for c in inputs:
         c.records.unpersist()
-    table_rows = {t: lake.read(spark, t).count() for t in (ITEMS.name, EVENTS.name, QUARANTINE.name)}
+    table_rows = {t: lake.row_count(t) for t in (ITEMS.name, EVENTS.name, QUARANTINE.name)}
     return IngestReport(str(scope), counts, commits, table_rows)
 
 
