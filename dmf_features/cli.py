@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "run", parents=[common, scoped], help="the whole pipeline, as far as it exists: ingest, validate, embed",
-        description="Run every stage in order (ingest -> validate -> embed). Stops at the first failure.",
+        "run", parents=[common, scoped], help="the whole pipeline: ingest, validate, embed, features",
+        description="Run every stage in order (ingest -> validate -> embed -> features). Stops at the first failure.",
     )
     commands.add_parser(
         "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(GPU when visible), merge the vectors into item_embeddings keyed by item and encoder version, "
                     "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
                     "Only new or changed items are embedded.",
+    )
+    commands.add_parser(
+        "features", parents=[common, scoped],
+        help="events + item_embeddings -> samples (histories, DMF similarity features) and user_sequences",
+        description="Build the training set `samples`: every event in scope with its point-in-time behaviour "
+                    "history (strictly earlier events only), its split, sampled negatives when configured, and "
+                    "per modality (text, image, fused) the target-aware features: similarity and bucket per "
+                    "history position, the similarity histogram and the top-K most similar items of the long "
+                    "history. --date/--since rebuild only those days (histories still reach back). Then merge "
+                    "`user_sequences`, each user's latest history with its items' vectors, for serving. "
+                    "Settings: the `features` section of the config.",
     )
     similar = commands.add_parser(
         "similar", parents=[common], help="the items nearest to an item (fused vectors, cosine)",
@@ -120,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dmf: configuration error: {e}", file=sys.stderr)
         return 2
     handler: Callable[[argparse.Namespace, Config], int] = {
-        "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "similar": _similar, "lake": _lake,
+        "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "features": _features,
+        "similar": _similar, "lake": _lake,
     }[args.command]
     return handler(args, cfg)
 
@@ -179,6 +191,23 @@ def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress | None = N
     return 0
 
 
+def _features(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+    from dmf_features.features import FeaturesError, build_features
+    from dmf_features.ingest import DateScope
+    from dmf_features.lake import Lake
+    from dmf_features.spark import get_spark
+
+    progress = progress or _Progress()
+    spark = get_spark(cfg.spark)
+    try:
+        report = build_features(spark, cfg, Lake(cfg.lake), DateScope(args.date, args.since), progress)
+    except (FeaturesError, LookupError) as e:
+        print(f"dmf features: {e}", file=sys.stderr)
+        return 1
+    print(report.render(), flush=True)
+    return 0
+
+
 def _similar(args: argparse.Namespace, cfg: Config) -> int:
     from dmf_features.item_index import ItemIndex
     from dmf_features.lake import Lake
@@ -197,7 +226,7 @@ def _similar(args: argparse.Namespace, cfg: Config) -> int:
 
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     progress = _Progress()
-    for stage in (_ingest, _validate, _embed):
+    for stage in (_ingest, _validate, _embed, _features):
         code = stage(args, cfg, progress)
         if code:
             print(f"dmf run: stopped at {stage.__name__.strip('_')} (exit {code})", file=sys.stderr)

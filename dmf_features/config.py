@@ -153,6 +153,72 @@ class EmbeddingConfig(_Section):
 _ENCODER_KINDS = {"text": ("minilm", "clip-text"), "image": ("efficientnet-lite0", "clip-image")}
 
 
+class BehaviourConfig(_Section):
+    """Which events make up a user's behaviour history (every event is a sample either way)."""
+
+    label: int | None = Field(1, description="only events with this label (1: clicks); null: any label")
+    event_types: list[str] | None = Field(None, description="only these event types; null: any type")
+
+
+class SplitConfig(_Section):
+    """`temporal`: train before valid_from, valid before test_from, test after. `leave_last_out`: each
+    user's last event is test, the one before it valid, the rest train (needs a full build)."""
+
+    method: Literal["temporal", "leave_last_out"] = "temporal"
+    valid_from: dt.date | None = None
+    test_from: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _cutoffs_fit_method(self) -> SplitConfig:
+        if self.method == "temporal":
+            if self.valid_from is None or self.test_from is None:
+                raise ValueError("the temporal split needs valid_from and test_from dates (YYYY-MM-DD)")
+            if self.valid_from > self.test_from:
+                raise ValueError(f"valid_from {self.valid_from} is after test_from {self.test_from}")
+        elif self.valid_from is not None or self.test_from is not None:
+            raise ValueError("valid_from / test_from belong to the temporal split; remove them for leave_last_out")
+        return self
+
+    def rule(self) -> str:
+        if self.method == "temporal":
+            return f"temporal(valid_from={self.valid_from},test_from={self.test_from})"
+        return "leave_last_out"
+
+
+class NegativesConfig(_Section):
+    """Negative sampling for implicit feedback: `ratio` random items per positive sample, items that
+    had already appeared in `events` before the sample's time; seeded and repeatable."""
+
+    ratio: int = Field(0, ge=0, description="negatives per positive; 0 turns sampling off (explicit labels)")
+    seed: int = 13
+
+
+class FeaturesConfig(_Section):
+    behaviour: BehaviourConfig = BehaviourConfig()
+    history_length: int = Field(50, ge=1, description="L: short-history positions per sample")
+    long_history_length: int = Field(500, ge=1, description="L_long: history used for hist and top-k")
+    buckets: int = Field(10, ge=2, description="B: equal-width similarity buckets over [-1, 1]")
+    top_k: int = Field(10, ge=1, description="K: most similar long-history items kept per sample")
+    split: SplitConfig = SplitConfig(method="leave_last_out")
+    negatives: NegativesConfig = NegativesConfig()
+    sequence_vectors: list[Literal["text", "image", "fused"]] = Field(
+        default_factory=lambda: ["text", "image", "fused"],
+        description="modalities whose vectors user_sequences stores beside the history ids")
+    encoder_versions: dict[Literal["text", "image", "fused"], str] | None = Field(
+        None, description="item_embeddings versions to read per modality (a modality left out is masked); "
+                          "default: the versions the configured encoders produce")
+    batch_rows: int = Field(4096, ge=64, description="rows per Arrow batch in the feature UDF (bounds memory)")
+
+    @model_validator(mode="after")
+    def _lengths_nest(self) -> FeaturesConfig:
+        if self.history_length > self.long_history_length:
+            raise ValueError(f"history_length ({self.history_length}) must not exceed long_history_length "
+                             f"({self.long_history_length}): the short history is the start of the long one")
+        if self.top_k > self.long_history_length:
+            raise ValueError(f"top_k ({self.top_k}) must not exceed long_history_length ({self.long_history_length})")
+        return self
+
+
 class QualityConfig(_Section):
     tables: list[str] = Field(default_factory=lambda: ["items", "events"], description="tables the gate checks")
     results_dir: Path = Field(Path("reports/validation"), description="JSON results, one file per run")
@@ -166,6 +232,7 @@ class Config(_Section):
     source: SourceConfig
     ingest: IngestConfig = IngestConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
+    features: FeaturesConfig = FeaturesConfig()
     quality: QualityConfig = QualityConfig()
     source_file: Path | None = Field(None, exclude=True)
 

@@ -13,6 +13,9 @@ _TYPES: dict[str, DataType] = {
     "bigint": LongType(), "int": IntegerType(), "double": DoubleType(), "string": StringType(),
     "binary": BinaryType(), "boolean": BooleanType(), "date": DateType(), "timestamp": TimestampType(),
     "array<string>": ArrayType(StringType()), "array<float>": ArrayType(FloatType()),
+    "array<bigint>": ArrayType(LongType()), "array<int>": ArrayType(IntegerType()),
+    "array<boolean>": ArrayType(BooleanType()), "array<timestamp>": ArrayType(TimestampType()),
+    "array<array<float>>": ArrayType(ArrayType(FloatType())),
 }
 
 
@@ -80,6 +83,36 @@ VALIDATION_RESULTS = TableSpec(
     ),
     keys=("run_id", "table_name", "expectation", "column_name"),
     partition_by=("table_name",),
+)
+
+# The modalities of the target-aware features; each has the same seven columns in `samples`.
+MODALITIES = ("text", "image", "fused")
+FEATURE_COLUMNS = (
+    "{m}_sim array<float>, {m}_mask array<boolean>, {m}_bucket array<int>, {m}_hist array<float>, "
+    "{m}_hist_count int, {m}_topk_ids array<bigint>, {m}_topk_sims array<float>"
+)
+
+SAMPLES = TableSpec(
+    "samples",
+    _schema(
+        "sample_id string, user_id bigint, item_id bigint, event_time timestamp, event_type string, label int, "
+        "is_negative boolean, split string, split_rule string, hist_len int, hist_item_ids array<bigint>, "
+        "hist_times array<bigint>, long_len int, "
+        + ", ".join(FEATURE_COLUMNS.format(m=m) for m in MODALITIES)
+        + ", date date"
+    ),
+    keys=("sample_id",),
+    partition_by=("date",),
+)
+
+USER_SEQUENCES = TableSpec(
+    "user_sequences",
+    _schema(
+        "user_id bigint, as_of timestamp, last_event_time timestamp, hist_len int, hist_item_ids array<bigint>, "
+        "hist_event_times array<timestamp>, hist_event_types array<string>, "
+        + ", ".join(f"{m}_vectors array<array<float>>" for m in MODALITIES)
+    ),
+    keys=("user_id",),
 )
 
 # items.image_status: what ingest found for the item's image (the image column is null unless "ok"

@@ -1,0 +1,176 @@
+"""The feature stage: `events` + `item_embeddings` -> `samples` (training data) and `user_sequences`
+(serving state), through the lake.
+
+A full build rewrites `samples`; `--date D` / `--since D` replace only those days' partitions, with
+histories that reach back into earlier days (each user's newest `long_history_length` behaviours
+before the first day are all a window can need). `user_sequences` is merged for the users with
+behaviour in scope, so a run without new events commits nothing there, and Delta time travel gives
+the table as of any earlier run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from dmf_features.config import Config, EmbeddingConfig
+from dmf_features.ingest import DateScope
+from dmf_features.item_vectors import load_item_vectors
+from dmf_features.lake import CommitResult, Lake
+from dmf_features.progress import SparkProgress
+from dmf_features.samples import (
+    behaviour_events, item_availability, negative_samples, observed_samples, with_features,
+)
+from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
+from dmf_features.similarity import FeatureShape
+from dmf_features.user_sequences import user_sequence_rows
+
+
+class FeaturesError(RuntimeError):
+    """The stage cannot run as configured, or its counts do not reconcile."""
+
+
+@dataclass
+class FeaturesReport:
+    scope: str
+    versions: dict[str, str]
+    events: int = 0  # events in scope: each is one observed sample
+    negatives: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    samples_written: int = 0
+    users_updated: int = 0
+    commits: list[CommitResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        return self.samples_written == self.events + self.negatives
+
+    def render(self) -> str:
+        splits = ", ".join(f"{name} {count:,}" for name, count in sorted(self.splits.items()))
+        lines = [
+            f"features ({self.scope}) in {self.seconds:.1f}s",
+            f"  events in scope      {self.events:>12,}",
+            f"  sampled negatives    {self.negatives:>12,}",
+            f"  samples written      {self.samples_written:>12,}   ({splits})",
+            f"  user_sequences rows  {self.users_updated:>12,}   changed",
+            "  item vectors: " + "; ".join(f"{m} {v}" for m, v in self.versions.items()),
+        ]
+        for c in self.commits:
+            what = f"committed version {c.version}" if c.committed else f"no new version ({c.skipped_reason})"
+            lines.append(f"  {c.table:<20} {what}")
+        return "\n".join(lines)
+
+
+def encoder_versions(cfg: EmbeddingConfig) -> dict[str, str]:
+    """The item_embeddings version of each modality the configured encoders produce."""
+    from dmf_features.embedding import FUSED, fused_version, plans
+
+    plan_list = plans(cfg)
+    versions = {p.modality: p.version for p in plan_list}
+    versions[FUSED] = fused_version(cfg, plan_list)
+    return versions
+
+
+def build_features(
+    spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope = DateScope(),
+    progress: Callable[[str], None] = print,
+) -> FeaturesReport:
+    started = time.monotonic()
+    features = cfg.features
+    for table, stage in ((EVENTS.name, "dmf ingest"), (ITEM_EMBEDDINGS.name, "dmf embed")):
+        if not lake.exists(table):
+            raise FeaturesError(f"the lake has no {table} table yet: run `{stage}` first")
+    incremental = scope.date is not None or scope.since is not None
+    if incremental and features.split.method == "leave_last_out":
+        raise FeaturesError(
+            "the leave_last_out split needs a full build (a user's test event moves when new events arrive); "
+            "run without --date/--since, or use features.split.method: temporal for daily builds")
+
+    progress("loading item vectors")
+    report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
+    vectors = spark.sparkContext.broadcast(load_item_vectors(spark, lake, report.versions))
+    events = lake.read(spark, EVENTS.name)
+    samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
+    if features.negatives.ratio:
+        availability = spark.sparkContext.broadcast(item_availability(events))
+        negatives = negative_samples(samples.where(F.col("label") == 1), availability,
+                                     features.negatives.ratio, features.negatives.seed)
+        samples = samples.unionByName(negatives)
+    samples = samples.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        for row in samples.groupBy("is_negative", "split").count().collect():
+            if row["is_negative"]:
+                report.negatives += row["count"]
+            else:
+                report.events += row["count"]
+            report.splits[row["split"]] = report.splits.get(row["split"], 0) + row["count"]
+        if not report.events:
+            progress(f"no events in scope ({scope}): nothing to build")
+            report.seconds = time.monotonic() - started
+            return report
+
+        behaviours = behaviour_events(events, features.behaviour)
+        if incremental:
+            behaviours = _behaviours_for_scope(behaviours, samples, scope, features.long_history_length)
+        shape = FeatureShape(features.history_length, features.long_history_length, features.buckets, features.top_k)
+        rows = with_features(samples, behaviours, vectors, shape, cfg.spark.shuffle_partitions)
+        total = report.events + report.negatives
+        with _arrow_batch_rows(spark, features.batch_rows), \
+                SparkProgress(spark, total, "building samples", progress):
+            commit = lake.write(rows, SAMPLES.name, mode="overwrite", partition_by=SAMPLES.partition_by,
+                                replace_partitions=scope.partitions(), description=f"samples ({scope})")
+        report.commits.append(commit)
+        report.samples_written = commit.rows_written
+    finally:
+        samples.unpersist()
+    if not report.balanced:
+        raise FeaturesError(f"samples do not reconcile: {report.events:,} events + {report.negatives:,} negatives "
+                            f"!= {report.samples_written:,} rows written")
+
+    progress("merging user_sequences")
+    report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors))
+    report.users_updated = report.commits[-1].rows_changed
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: DateScope, long_length: int) -> DataFrame:
+    """The behaviours an incremental build needs: for the users with samples in scope, their newest
+    `long_length` behaviours before the first day, and their behaviours within the scope."""
+    first_day = scope.date or scope.since
+    users = samples.select("user_id").distinct()
+    mine = behaviours.join(users, "user_id", "left_semi")
+    newest = Window.partitionBy("user_id").orderBy(F.desc("micros"), F.desc("item_id"), F.desc("event_type"))
+    earlier = (mine.where(F.col("date") < F.lit(first_day))
+               .withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_length).drop("rank"))
+    return earlier.unionByName(mine.where(scope.condition(F.col("date"))))
+
+
+def _merge_user_sequences(
+    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors,
+) -> CommitResult:
+    behaviours = behaviour_events(events, cfg.features.behaviour)
+    changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
+    as_of = events.agg(F.max("event_time")).first()[0]
+    rows = user_sequence_rows(behaviours.join(changed_users, "user_id", "left_semi"), vectors,
+                              cfg.features.history_length, cfg.features.sequence_vectors, as_of)
+    return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})")
+
+
+@contextmanager
+def _arrow_batch_rows(spark: SparkSession, rows: int):
+    """Rows per Arrow batch handed to the feature UDF: its memory is proportional to this."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        spark.conf.set(key, previous)
