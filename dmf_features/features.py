@@ -96,7 +96,20 @@ def build_features(
     progress("loading item vectors")
     report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
     vectors = spark.sparkContext.broadcast(load_item_vectors(spark, lake, report.versions))
-    events = lake.read(spark, EVENTS.name)
+    # read once: samples, negatives, histories and user_sequences all start from it
+    events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        _build(spark, cfg, lake, scope, events, vectors, report, progress)
+    finally:
+        events.unpersist()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
+           report: FeaturesReport, progress: Callable[[str], None]) -> None:
+    features = cfg.features
+    incremental = scope.date is not None or scope.since is not None
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
     if features.negatives.ratio:
         availability = spark.sparkContext.broadcast(item_availability(events))
@@ -113,14 +126,14 @@ def build_features(
             report.splits[row["split"]] = report.splits.get(row["split"], 0) + row["count"]
         if not report.events:
             progress(f"no events in scope ({scope}): nothing to build")
-            report.seconds = time.monotonic() - started
-            return report
+            return
 
         behaviours = behaviour_events(events, features.behaviour)
         if incremental:
             behaviours = _behaviours_for_scope(behaviours, samples, scope, features.long_history_length)
         shape = FeatureShape(features.history_length, features.long_history_length, features.buckets, features.top_k)
-        rows = with_features(samples, behaviours, vectors, shape, cfg.spark.shuffle_partitions)
+        # one task per day writes that day's file: the partitions stay one file each
+        rows = with_features(samples, behaviours, vectors, shape, cfg.spark.shuffle_partitions).repartition("date")
         total = report.events + report.negatives
         with _arrow_batch_rows(spark, features.batch_rows), \
                 SparkProgress(spark, total, "building samples", progress):
@@ -136,9 +149,7 @@ def build_features(
 
     progress("merging user_sequences")
     report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors))
-    report.users_updated = report.commits[-1].rows_changed
-    report.seconds = time.monotonic() - started
-    return report
+    report.users_updated = report.commits[-1].rows_changed or 0
 
 
 def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: DateScope, long_length: int) -> DataFrame:

@@ -56,13 +56,14 @@ def _utc_midnight(day) -> Column:
 
 
 def behaviour_events(events: DataFrame, behaviour: BehaviourConfig) -> DataFrame:
-    """The events that make up histories (user_id, item_id, event_time, event_type, micros)."""
+    """The events that make up histories (user_id, item_id, event_time, event_type, micros, date)."""
     rows = events
     if behaviour.label is not None:
         rows = rows.where(F.col("label") == behaviour.label)
     if behaviour.event_types is not None:
         rows = rows.where(F.col("event_type").isin(behaviour.event_types))
-    return rows.select("user_id", "item_id", "event_time", "event_type", F.unix_micros("event_time").alias("micros"))
+    return rows.select("user_id", "item_id", "event_time", "event_type", F.unix_micros("event_time").alias("micros"),
+                       "date")
 
 
 # ------------------------------------------------------------------------------------ negatives
