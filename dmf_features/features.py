@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
@@ -29,6 +28,7 @@ from dmf_features.samples import (
 )
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
 from dmf_features.similarity import FeatureShape
+from dmf_features.spark import session_conf
 from dmf_features.user_sequences import user_sequence_rows
 
 
@@ -95,7 +95,9 @@ def build_features(
 
     progress("loading item vectors")
     report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
-    vectors = spark.sparkContext.broadcast(load_item_vectors(spark, lake, report.versions))
+    loaded = load_item_vectors(spark, lake, report.versions)
+    progress("item vectors: " + ", ".join(f"{m} {len(v.ids):,} x {v.matrix.shape[1]}" for m, v in loaded.items()))
+    vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
     events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -127,6 +129,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         if not report.events:
             progress(f"no events in scope ({scope}): nothing to build")
             return
+        progress(f"{report.events:,} events in scope ({scope}), {report.negatives:,} sampled negatives")
 
         behaviours = behaviour_events(events, features.behaviour)
         if incremental:
@@ -135,7 +138,8 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         # one task per day writes that day's file: the partitions stay one file each
         rows = with_features(samples, behaviours, vectors, shape, cfg.spark.shuffle_partitions).repartition("date")
         total = report.events + report.negatives
-        with _arrow_batch_rows(spark, features.batch_rows), \
+        # rows per Arrow batch handed to the feature UDF: its memory is proportional to this
+        with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \
                 SparkProgress(spark, total, "building samples", progress):
             commit = lake.write(rows, SAMPLES.name, mode="overwrite", partition_by=SAMPLES.partition_by,
                                 replace_partitions=scope.partitions(), description=f"samples ({scope})")
@@ -172,16 +176,7 @@ def _merge_user_sequences(
     as_of = events.agg(F.max("event_time")).first()[0]
     rows = user_sequence_rows(behaviours.join(changed_users, "user_id", "left_semi"), vectors,
                               cfg.features.history_length, cfg.features.sequence_vectors, as_of)
-    return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})")
-
-
-@contextmanager
-def _arrow_batch_rows(spark: SparkSession, rows: int):
-    """Rows per Arrow batch handed to the feature UDF: its memory is proportional to this."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        spark.conf.set(key, previous)
+    # a row holds L vectors per modality (about 0.7 MB at L=50 with the default encoders): the merge
+    # reads the table's rows a few at a time, not Spark's default 4,096 at once
+    with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):
+        return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -63,4 +65,33 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _warn_if_heap_smaller(spark, cfg.driver_memory)
     return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a SQL setting for the actions run inside the block, then restore it."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _warn_if_heap_smaller(spark: SparkSession, wanted: str) -> None:
+    """spark-submit starts the driver JVM before the job reads its config, so `driver_memory` only
+    applies when the job starts Spark itself; say so instead of failing later with an OOM."""
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    unit = wanted[-1].lower()
+    wanted_bytes = int(float(wanted[:-1]) * _UNITS[unit]) if unit in _UNITS else int(wanted)
+    if heap < 0.8 * wanted_bytes:
+        print(f"dmf: warning: the Spark driver has a {heap / 2**30:.1f} GiB heap but the config asks for "
+              f"driver_memory {wanted}; with spark-submit pass --driver-memory {wanted}", file=sys.stderr)
