@@ -1,0 +1,51 @@
+"""DIN baselines: target attention over ID embeddings, and its multimodal early-fusion version in
+which each item (target and history) is [ID embedding, projected multimodal vector]; plus the
+modality-centric-only baseline (similarity histograms + target vector, no IDs)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.batch import CTRBatch
+from models.layers import MLP, DinAttention, ModelConfig, SimilarityHistograms
+
+
+class DIN(nn.Module):
+    needs_hist_vectors = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.embedding_dim
+        self.items = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
+        self.vectors = nn.Linear(cfg.vector_dim, d) if self.needs_hist_vectors else None
+        width = 2 * d if self.vectors is not None else d
+        self.attention = DinAttention(width)
+        self.head = MLP(2 * width, cfg.mlp, 1, cfg.dropout)
+
+    def represent(self, ids: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+        embedded = self.items(ids)
+        if self.vectors is None:
+            return embedded
+        return torch.cat([embedded, self.vectors(vectors)], dim=-1)
+
+    def forward(self, batch: CTRBatch) -> torch.Tensor:
+        target = self.represent(batch.target_ids, batch.target_vectors)
+        history = self.represent(batch.hist_ids, batch.hist_vectors)
+        interest = self.attention(target, history, batch.hist_mask)
+        return self.head(torch.cat([target, interest], dim=-1)).squeeze(-1)
+
+
+class DINMultimodal(DIN):
+    needs_hist_vectors = True
+
+
+class ModalityCentric(nn.Module):
+    needs_hist_vectors = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.path = SimilarityHistograms(cfg, 1)
+
+    def forward(self, batch: CTRBatch) -> torch.Tensor:
+        return self.path(batch).squeeze(-1)

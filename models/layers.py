@@ -1,0 +1,98 @@
+"""Layer blocks every CTR model here is assembled from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.batch import CTRBatch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and switches of a model; `conf/train/*.yaml` fills it (validated by the trainer's config)."""
+
+    vocab_size: int  # item-id vocabulary, index 0 = padding / unknown
+    vector_dim: int = 0  # width of the multimodal item vectors in batches (0: the model uses none)
+    modalities: tuple[str, ...] = ("text", "image", "fused")  # whose similarity buckets / histograms feed the model
+    buckets: int = 10
+    embedding_dim: int = 32
+    attention_dim: int = 32
+    mlp: tuple[int, ...] = (128, 64)
+    dropout: float = 0.0
+    fusion: str = "gate"  # Complementary Modality Modeling: weighted_sum | concat | gate
+    use_buckets: bool = True  # DMF ablation: False drops P_K / P_V
+    use_modality_path: bool = True  # DMF ablation: False drops the histogram path
+    extra: dict = field(default_factory=dict)
+
+
+class MLP(nn.Sequential):
+    def __init__(self, inputs: int, hidden: Sequence[int], outputs: int | None = None, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(inputs, width), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            inputs = width
+        if outputs is not None:
+            layers.append(nn.Linear(inputs, outputs))
+        super().__init__(*layers)
+
+
+def masked_attention(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum_j softmax(scores)_j values_j over the positions where `mask` is true; zeros for an empty
+    history. scores [..., L], values [..., L, d], mask [..., L] -> [..., d]."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an all-masked row gives NaNs: no history
+    return (weights.unsqueeze(-1) * values).sum(dim=-2)
+
+
+class DinAttention(nn.Module):
+    """DIN's activation unit: an MLP scores each history item against the target from
+    [target, item, target - item, target * item]; a weighted (not normalised) sum pools them."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 32)):
+        super().__init__()
+        self.score = MLP(4 * dim, hidden, 1)
+
+    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        query = target.unsqueeze(1).expand_as(history)
+        scores = self.score(torch.cat([query, history, query - history, query * history], dim=-1)).squeeze(-1)
+        return (scores * mask).unsqueeze(-1).mul(history).sum(dim=1)
+
+
+class SimilarityHistograms(nn.Module):
+    """The modality-centric interest: an MLP over the similarity histograms of the configured
+    modalities and the target's multimodal vector."""
+
+    def __init__(self, cfg: ModelConfig, outputs: int):
+        super().__init__()
+        self.modalities = cfg.modalities
+        self.mlp = MLP(len(cfg.modalities) * cfg.buckets + cfg.vector_dim, cfg.mlp, outputs, cfg.dropout)
+
+    def forward(self, batch: CTRBatch) -> torch.Tensor:
+        parts = [batch.sim_hist[m] for m in self.modalities]
+        if batch.target_vectors is not None:
+            parts.append(batch.target_vectors)
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class BucketEmbeddings(nn.Module):
+    """P[bucket] summed over modalities; a masked position (-1: no similarity) has its own learned
+    row per modality, never the embedding of a real bucket."""
+
+    def __init__(self, modalities: Sequence[str], buckets: int, dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.tables = nn.ModuleDict({m: nn.Embedding(buckets + 1, dim) for m in modalities})
+
+    def forward(self, buckets: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for modality, table in self.tables.items():
+            index = buckets[modality].masked_fill(buckets[modality] < 0, self.buckets)
+            looked_up = table(index)
+            total = looked_up if total is None else total + looked_up
+        return total

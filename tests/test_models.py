@@ -1,0 +1,110 @@
+"""The CTR models (no Spark): shapes, padding invariance, and the serving paths against training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dmf_features.similarity import bucket_of as written_bucket
+from models.batch import CTRBatch
+from models.din import DIN, DINMultimodal, ModalityCentric
+from models.dmf import DMF, DMFEarlyFusion
+from models.layers import ModelConfig
+from models.serving import DecoupledScorer, EarlyFusionScorer, Items, bucket_of, request_features, training_batch
+
+MODALITIES = ("text", "image", "fused")
+CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8,
+                  attention_dim=8, mlp=(16,))
+VARIANTS = {
+    "din": (DIN, {}), "din_multimodal": (DINMultimodal, {}), "modality_centric": (ModalityCentric, {}),
+    "dmf_gate": (DMF, {}), "dmf_concat": (DMF, {"fusion": "concat"}), "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
+    "dmf_no_buckets": (DMF, {"use_buckets": False}), "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
+    "dmf_early_fusion": (DMFEarlyFusion, {}),
+}
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cls, changes = VARIANTS[name]
+    return cls(dataclasses.replace(CFG, **changes)).eval()
+
+
+def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([0, 1, length] + [int(x) for x in torch.randint(0, length + 1, (n - 3,), generator=g)])
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    ids = torch.randint(1, CFG.vocab_size, (n, length), generator=g) * mask
+    buckets = {m: torch.where(mask, torch.randint(-1, CFG.buckets, (n, length), generator=g), -1) for m in MODALITIES}
+    sims = {m: torch.where(buckets[m] >= 0, torch.rand(n, length, generator=g) * 2 - 1, 0.0) for m in MODALITIES}
+    hist = {m: torch.softmax(torch.randn(n, CFG.buckets, generator=g), dim=-1) for m in MODALITIES}
+    return CTRBatch(user_ids=torch.arange(n), target_ids=torch.randint(1, CFG.vocab_size, (n,), generator=g),
+                    hist_ids=ids, hist_mask=mask, buckets=buckets, sims=sims, sim_hist=hist,
+                    target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
+                    hist_vectors=torch.randn(n, length, CFG.vector_dim, generator=g) * mask[..., None],
+                    labels=torch.randint(0, 2, (n,), generator=g).float())
+
+
+def padded(batch: CTRBatch, extra: int, seed: int = 9) -> CTRBatch:
+    """The same batch with `extra` more padding positions holding garbage ids, buckets, sims, vectors."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(batch)
+
+    def grow(t: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, fill], dim=1)
+
+    return dataclasses.replace(
+        batch,
+        hist_ids=grow(batch.hist_ids, torch.randint(1, CFG.vocab_size, (n, extra), generator=g)),
+        hist_mask=grow(batch.hist_mask, torch.zeros(n, extra, dtype=torch.bool)),
+        buckets={m: grow(b, torch.randint(0, CFG.buckets, (n, extra), generator=g)) for m, b in batch.buckets.items()},
+        sims={m: grow(s, torch.rand(n, extra, generator=g)) for m, s in batch.sims.items()},
+        hist_vectors=grow(batch.hist_vectors, torch.randn(n, extra, CFG.vector_dim, generator=g)),
+    )
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_model_gives_one_finite_logit_per_sample(name):
+    batch = random_batch()
+    logits = build(name)(batch)
+    assert logits.shape == (len(batch),) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_padding_never_changes_an_output(name):
+    model, batch = build(name), random_batch()
+    torch.testing.assert_close(model(padded(batch, 3)), model(batch), rtol=0, atol=1e-6)
+
+
+def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
+    g = torch.Generator().manual_seed(seed)
+
+    def items(count: int) -> Items:
+        vectors = {m: torch.nn.functional.normalize(torch.randn(count, CFG.vector_dim, generator=g), dim=1)
+                   for m in MODALITIES}
+        present = {m: torch.rand(count, generator=g) > 0.25 for m in MODALITIES}
+        present["fused"][:] = True  # every item has a fused vector (text alone suffices)
+        return Items(torch.randint(1, CFG.vocab_size, (count,), generator=g), vectors, present)
+
+    return items(length), items(n)
+
+
+@pytest.mark.parametrize("name,scorer", [("dmf_gate", DecoupledScorer), ("dmf_concat", DecoupledScorer),
+                                         ("dmf_sum", DecoupledScorer), ("dmf_no_buckets", DecoupledScorer),
+                                         ("dmf_early_fusion", EarlyFusionScorer)])
+def test_serving_scores_equal_the_training_forward_pass(name, scorer):
+    model = build(name)
+    history, candidates = request()
+    served = scorer(model).score(history, candidates)
+    features = request_features(history, candidates, MODALITIES, CFG.buckets)
+    with torch.no_grad():
+        trained = model(training_batch(history, candidates, features))
+    torch.testing.assert_close(served, trained, rtol=0, atol=1e-5)
+    assert (features.buckets["image"] == -1).any()  # some items lack an image: masked, not bucket 0
+
+
+def test_serving_buckets_are_the_ones_the_feature_job_writes():
+    sims = np.linspace(-1, 1, 201, dtype=np.float32)
+    np.testing.assert_array_equal(bucket_of(torch.from_numpy(sims), 7).numpy(), written_bucket(sims, 7))
