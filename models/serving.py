@@ -8,6 +8,7 @@ Both give the scores of their models' training forward passes (tested).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,10 +45,10 @@ def request_features(history: Items, candidates: Items, modalities, buckets: int
     sims, bucket_ids, histograms = {}, {}, {}
     for modality in modalities:
         valid = candidates.present[modality][:, None] & history.present[modality][None, :]
-        matrix = (candidates.vectors[modality] @ history.vectors[modality].T) * valid
-        ids = torch.where(valid, bucket_of(matrix, buckets), -1)
-        counts = torch.nn.functional.one_hot(ids.clamp(min=0), buckets).mul(valid.unsqueeze(-1)).sum(dim=1).float()
-        sims[modality], bucket_ids[modality] = matrix, ids
+        matrix = torch.where(valid, candidates.vectors[modality] @ history.vectors[modality].T, 0.0)
+        slot = torch.where(valid, bucket_of(matrix, buckets), buckets)  # slot `buckets` collects the masked
+        counts = torch.zeros(len(slot), buckets + 1).scatter_add_(1, slot, torch.ones_like(matrix))[:, :buckets]
+        sims[modality], bucket_ids[modality] = matrix, slot.masked_fill(~valid, -1)
         histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
     return RequestFeatures(sims, bucket_ids, histograms)
 
@@ -63,6 +64,11 @@ def training_batch(history: Items, candidates: Items, features: RequestFeatures)
 
 
 class DecoupledScorer:
+    """DMF at serving time. With K_j = W_K e_j + sum_m P_K^m[b_jm] and V_j likewise, attention never
+    needs the [N, L, a] keys and values: q.K_j = q.(W_K e_j) + sum_m (q.P_K^m)[b_jm], where q.P_K^m
+    is [N, B+1], and sum_j w_j V_j = w.(W_V e) + sum_m (w summed per bucket) . P_V^m. Per candidate
+    the work is a few [N, L] gathers and scatters; the history is projected once per request."""
+
     def __init__(self, model: DMF):
         self.model = model.eval()
 
@@ -72,14 +78,21 @@ class DecoupledScorer:
         model = self.model
         features = request_features(history, candidates, model.cfg.modalities, model.cfg.buckets)
         keys, values = model.history_projections(history.ids)  # [L, a], once per request
-        if model.bucket_keys is not None:  # per candidate: lookups only
-            keys = keys + model.bucket_keys(features.buckets)
-            values = values + model.bucket_values(features.buckets)
-        else:
-            keys, values = keys.expand(len(candidates.ids), -1, -1), values.expand(len(candidates.ids), -1, -1)
         target = model.items(candidates.ids)
-        mask = torch.ones(keys.shape[:2], dtype=torch.bool)
-        interest = model.attend(target, keys, values, mask)
+        query = model.query(target)  # [N, a]
+        scores = query @ keys.T  # [N, L]
+        tables = []
+        if model.bucket_keys is not None:
+            for modality in model.cfg.modalities:
+                index = features.buckets[modality].masked_fill(features.buckets[modality] < 0, model.cfg.buckets)
+                key_table = model.bucket_keys.tables[modality].weight  # [B+1, a]
+                scores = scores + torch.gather(query @ key_table.T, 1, index)
+                tables.append((index, model.bucket_values.tables[modality].weight))
+        weights = torch.softmax(scores / math.sqrt(model.cfg.attention_dim), dim=-1)
+        interest = weights @ values
+        for index, value_table in tables:
+            per_bucket = torch.zeros(len(index), value_table.shape[0]).scatter_add_(1, index, weights)
+            interest = interest + per_bucket @ value_table
         return model.combine(target, interest, training_batch(history, candidates, features)).squeeze(-1)
 
 
