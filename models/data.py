@@ -1,0 +1,133 @@
+"""Streaming `samples` and `item_embeddings` from Delta into `CTRBatch`es, without Spark.
+
+A table is read at a pinned version (its files from the Delta log, each read with pyarrow in
+record batches), so memory is bounded by the batch size, not the table. Multimodal vectors are kept
+once, in an `ItemVectorTable`, and looked up per batch by item id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from deltalake import DeltaTable
+
+from models.batch import CTRBatch
+
+MODALITIES = ("text", "image", "fused")
+
+
+@dataclass(frozen=True)
+class PinnedTable:
+    """A Delta table at one version: what a training run reads and records as lineage."""
+
+    uri: str
+    version: int
+    files: tuple[str, ...]
+
+    @classmethod
+    def open(cls, uri: str, version: int | None = None, storage_options: dict | None = None) -> PinnedTable:
+        table = DeltaTable(uri, version=version, storage_options=storage_options)
+        return cls(uri, table.version(), tuple(table.file_uris()))
+
+    def batches(self, columns: Sequence[str], batch_rows: int, files: Sequence[str] | None = None,
+                ) -> Iterator[pa.RecordBatch]:
+        for file in files or self.files:
+            yield from pq.ParquetFile(_local(file)).iter_batches(batch_size=batch_rows, columns=list(columns))
+
+
+def _local(uri: str) -> str:
+    return uri.removeprefix("file://")
+
+
+@dataclass(frozen=True)
+class ItemVectorTable:
+    """One encoder version's vectors of one modality: sorted item ids and a [n, D] matrix."""
+
+    ids: np.ndarray
+    matrix: np.ndarray
+
+    @classmethod
+    def load(cls, table: PinnedTable, modality: str, version: str) -> ItemVectorTable:
+        files = [f for f in table.files if f"modality={modality}/" in f]
+        ids, vectors = [], []
+        for batch in table.batches(["item_id", "encoder_version", "vector"], 8_192, files):
+            batch = batch.filter(pc.equal(batch.column("encoder_version"), version))
+            if batch.num_rows:
+                ids.append(batch.column("item_id").to_numpy())
+                vectors.append(batch.column("vector").flatten().to_numpy().reshape(batch.num_rows, -1))
+        if not ids:
+            raise LookupError(f"item_embeddings version {table.version} has no {modality} vectors of {version}")
+        all_ids = np.concatenate(ids)
+        order = np.argsort(all_ids)
+        return cls(all_ids[order], np.concatenate(vectors)[order].astype(np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
+        """Vectors [..., D] of `item_ids`; zeros for an item without one."""
+        flat = item_ids.reshape(-1)
+        rows = np.minimum(np.searchsorted(self.ids, flat), len(self.ids) - 1)
+        found = self.ids[rows] == flat
+        out = np.where(found[:, None], self.matrix[rows], 0.0).astype(np.float32)
+        return out.reshape(*item_ids.shape, self.dim)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Item ids the model has an embedding for (index 1..n); any other id is 0, the unknown item."""
+
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1
+
+    def index(self, item_ids: np.ndarray) -> np.ndarray:
+        if not len(self.ids):
+            return np.zeros_like(item_ids)
+        rows = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
+        return np.where(self.ids[rows] == item_ids, rows + 1, 0)
+
+
+SAMPLE_COLUMNS = ("user_id", "item_id", "label", "split", "hist_item_ids", "hist_len")
+
+
+def sample_columns(modalities: Sequence[str]) -> list[str]:
+    return [*SAMPLE_COLUMNS, *[f"{m}_{part}" for m in modalities for part in ("sim", "bucket", "hist")]]
+
+
+def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequence[str],
+             vectors: ItemVectorTable | None, hist_vectors: bool = False) -> CTRBatch:
+    """A `samples` record batch as model input: ids through the vocabulary, vectors looked up."""
+    n = records.num_rows
+    raw_hist = _matrix(records.column("hist_item_ids"), n)
+    mask = np.arange(raw_hist.shape[1])[None, :] < records.column("hist_len").to_numpy()[:, None]
+    targets = records.column("item_id").to_numpy()
+    batch = CTRBatch(
+        user_ids=torch.from_numpy(records.column("user_id").to_numpy().copy()),
+        target_ids=torch.from_numpy(vocabulary.index(targets)),
+        hist_ids=torch.from_numpy(vocabulary.index(raw_hist) * mask),
+        hist_mask=torch.from_numpy(mask),
+        buckets={m: torch.from_numpy(_matrix(records.column(f"{m}_bucket"), n).astype(np.int64)) for m in modalities},
+        sims={m: torch.from_numpy(np.nan_to_num(_matrix(records.column(f"{m}_sim"), n))) for m in modalities},
+        sim_hist={m: torch.from_numpy(_matrix(records.column(f"{m}_hist"), n)) for m in modalities},
+        labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
+    )
+    if vectors is not None:
+        batch.target_vectors = torch.from_numpy(vectors.lookup(targets))
+        if hist_vectors:
+            batch.hist_vectors = torch.from_numpy(vectors.lookup(raw_hist) * mask[..., None])
+    return batch
+
+
+def _matrix(column: pa.Array, rows: int) -> np.ndarray:
+    """A list column whose lists all have one length as a [rows, length] array."""
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(rows, -1) if rows else values.reshape(0, 0)

@@ -1,0 +1,82 @@
+"""Reading `samples` and `item_embeddings` at a pinned Delta version into CTRBatches (no Spark in
+models/; Spark only builds the tables here)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmf_features.config import load_config
+from dmf_features.features import build_features
+from dmf_features.lake import Lake
+from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns, to_batch
+from models.din import DINMultimodal
+from models.dmf import DMF
+from models.layers import ModelConfig
+from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
+
+
+@pytest.fixture(scope="module")
+def tables(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model-data")
+    path = tmp / "c.yaml"
+    path.write_text(json.dumps({
+        "spark": {"master": "local[2]", "shuffle_partitions": 2}, "lake": {"uri": str(tmp / "lake")},
+        "source": {"kind": "movielens", "movielens": {"path": str(tmp)}},
+        "features": {"history_length": 4, "long_history_length": 8, "buckets": 6, "top_k": 2,
+                     "encoder_versions": VERSIONS, "split": {"method": "leave_last_out"}},
+    }))
+    cfg = load_config(path)
+    lake = Lake(cfg.lake)
+    rng = np.random.default_rng(2)
+    events = pd.DataFrame({"user_id": rng.integers(1, 9, 150), "item_id": rng.integers(1, 30, 150),
+                           "event_time": pd.Timestamp("2024-01-01", tz="UTC")
+                           + pd.to_timedelta(rng.integers(0, 5 * 86_400, 150), unit="s"),
+                           "label": rng.integers(0, 2, 150)}).drop_duplicates(["user_id", "item_id", "event_time"])
+    vectors = random_vectors(range(1, 30), {"text": 4, "image": 3, "fused": 7}, missing={"image": {1, 2, 3}})
+    write_events(spark, lake, events)
+    write_vectors(spark, lake, vectors)
+    build_features(spark, cfg, lake, progress=lambda _: None)
+    spark_rows = lake.read(spark, "samples").toPandas().set_index("sample_id")
+    return lake, spark_rows, vectors
+
+
+def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
+    lake, spark_rows, vectors = tables
+    samples = PinnedTable.open(lake.uri("samples"))
+    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings")), "fused", VERSIONS["fused"])
+    np.testing.assert_array_equal(fused.ids, vectors["fused"][0])
+    vocabulary = Vocabulary(np.array([5, 6, 7]))
+    seen = 0
+    for records in samples.batches([*sample_columns(("text", "image", "fused")), "sample_id"], 16):
+        batch = to_batch(records, vocabulary, ("text", "image", "fused"), fused, hist_vectors=True)
+        for row, sample_id in enumerate(records.column("sample_id").to_pylist()):
+            expected = spark_rows.loc[sample_id]
+            length = expected.hist_len
+            assert batch.hist_mask[row].sum() == length
+            raw = np.asarray(expected.hist_item_ids[:length])
+            np.testing.assert_array_equal(batch.hist_ids[row, :length].numpy(), vocabulary.index(raw))
+            np.testing.assert_array_equal(batch.buckets["image"][row].numpy(), expected.image_bucket)
+            np.testing.assert_allclose(batch.sims["text"][row].numpy(), np.nan_to_num(expected.text_sim))
+            np.testing.assert_allclose(batch.target_vectors[row].numpy(),
+                                       vectors["fused"][1][list(vectors["fused"][0]).index(expected.item_id)])
+            assert batch.hist_vectors[row, length:].abs().sum() == 0
+        seen += len(batch)
+    assert seen == len(spark_rows)
+
+
+def test_models_run_on_loaded_batches_and_unknown_items_map_to_zero(tables):
+    lake, _, _ = tables
+    samples = PinnedTable.open(lake.uri("samples"), version=0)
+    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings")), "fused", VERSIONS["fused"])
+    records = next(samples.batches(sample_columns(("text", "image", "fused")), 64))
+    batch = to_batch(records, Vocabulary(np.array([], np.int64)), ("text", "image", "fused"), fused, hist_vectors=True)
+    assert batch.target_ids.abs().sum() == 0 and batch.hist_ids.abs().sum() == 0
+    cfg = ModelConfig(vocab_size=1, vector_dim=fused.dim, buckets=6)
+    for model in (DMF(cfg), DINMultimodal(cfg)):
+        assert model(batch).shape == (records.num_rows,)
+    with pytest.raises(LookupError, match="no image vectors of nope"):
+        ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings")), "image", "nope")
