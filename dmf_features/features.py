@@ -100,8 +100,11 @@ def build_features(
     vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
     events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
+    lineage = {"events_version": lake.version(EVENTS.name), "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name),
+               "item_vectors": report.versions, "scope": str(scope),
+               "features": features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"})}
     try:
-        _build(spark, cfg, lake, scope, events, vectors, report, progress)
+        _build(spark, cfg, lake, scope, events, vectors, report, lineage, progress)
     finally:
         events.unpersist()
     report.seconds = time.monotonic() - started
@@ -109,7 +112,7 @@ def build_features(
 
 
 def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
-           report: FeaturesReport, progress: Callable[[str], None]) -> None:
+           report: FeaturesReport, lineage: dict, progress: Callable[[str], None]) -> None:
     features = cfg.features
     incremental = scope.date is not None or scope.since is not None
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
@@ -142,7 +145,8 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \
                 SparkProgress(spark, total, "building samples", progress):
             commit = lake.write(rows, SAMPLES.name, mode="overwrite", partition_by=SAMPLES.partition_by,
-                                replace_partitions=scope.partitions(), description=f"samples ({scope})")
+                                replace_partitions=scope.partitions(), description=f"samples ({scope})",
+                                lineage=lineage)
         report.commits.append(commit)
         report.samples_written = commit.rows_written
     finally:
@@ -152,7 +156,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
                             f"!= {report.samples_written:,} rows written")
 
     progress("merging user_sequences")
-    report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors))
+    report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors, lineage))
     report.users_updated = report.commits[-1].rows_changed or 0
 
 
@@ -169,7 +173,7 @@ def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: Date
 
 
 def _merge_user_sequences(
-    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors,
+    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors, lineage: dict,
 ) -> CommitResult:
     behaviours = behaviour_events(events, cfg.features.behaviour)
     changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
@@ -179,4 +183,5 @@ def _merge_user_sequences(
     # a row holds L vectors per modality (about 0.7 MB at L=50 with the default encoders): the merge
     # reads the table's rows a few at a time, not Spark's default 4,096 at once
     with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):
-        return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})")
+        return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})",
+                          lineage=lineage)

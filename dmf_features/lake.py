@@ -20,7 +20,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -183,11 +183,13 @@ class Lake:
         batch_id: str | None = None,
         schema_mode: SchemaMode = "enforce",
         description: str | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         """Append, overwrite, or (with `replace_partitions`) overwrite only the matching partitions.
 
         `batch_id` makes the write idempotent: a batch already committed (a retried job) is skipped,
         using Delta's own application-transaction record (`txn`), which every Delta reader keeps.
+        `lineage` goes into the commit's metadata as `dmf.lineage` (what the rows were built from).
         """
         if replace_partitions is not None and mode != "overwrite":
             raise LakeError("replace_partitions goes with mode='overwrite'")
@@ -207,7 +209,7 @@ class Lake:
             txns = [Transaction(app_id, 0)] if app_id else None
             return self._commit(
                 table, snapshot, written.adds, [], mode, df.schema, partition_by,
-                list(replace_partitions or []) or None, operation, txns, description,
+                list(replace_partitions or []) or None, operation, txns, description, lineage=lineage,
             )
 
         version = self._with_retries(table, commit)
@@ -225,6 +227,7 @@ class Lake:
         partition_by: Sequence[str] = (),
         schema_mode: SchemaMode = "enforce",
         description: str | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> CommitResult:
         """Upsert `df` on `keys`: new keys are inserted; matched rows are replaced when any column
         differs (`update`) or kept as they are (`ignore`). Unchanged rows cause no commit at all.
@@ -233,7 +236,7 @@ class Lake:
         spark = df.sparkSession
         _require_unique_keys(df, keys, table)
         if not self.exists(table):
-            result = self.write(df, table, partition_by=partition_by, description=description)
+            result = self.write(df, table, partition_by=partition_by, description=description, lineage=lineage)
             return CommitResult(table, result.version, "merge", result.files_added, 0, result.rows_written, result.rows_written)
         partition_by = self._partition_columns(table, partition_by)
         df = self._conform(df, table, schema_mode)
@@ -264,7 +267,7 @@ class Lake:
             outcome.update(files_added=len(written.adds), rows_written=written.rows)
             return self._commit(
                 table, snapshot, written.adds, removes, "append", df.schema, partition_by,
-                None, "merge", None, description, read_version=snapshot.version(),
+                None, "merge", None, description, read_version=snapshot.version(), lineage=lineage,
             )
 
         version = self._with_retries(table, attempt, recompute=True)
@@ -381,8 +384,11 @@ class Lake:
         txns: list[Transaction] | None,
         description: str | None,
         read_version: int | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> int:
         metadata = {"dmf.operation": operation, "dmf.rows": sum(json.loads(a.stats)["numRecords"] for a in adds)}
+        if lineage:
+            metadata["dmf.lineage"] = json.dumps(dict(lineage), sort_keys=True, default=str)
         if read_version is not None:
             metadata["dmf.readVersion"] = read_version
         # delta-rs may rebase a blind append onto a newer version by itself; a merge (which read the

@@ -7,6 +7,7 @@ once, in an `ItemVectorTable`, and looked up per batch by item id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,13 @@ class PinnedTable:
     def open(cls, uri: str, version: int | None = None, storage_options: dict | None = None) -> PinnedTable:
         table = DeltaTable(uri, version=version, storage_options=storage_options)
         return cls(uri, table.version(), tuple(table.file_uris()))
+
+    def lineage(self) -> dict:
+        """What the feature job recorded building this version (`dmf.lineage` in its commit)."""
+        for entry in DeltaTable(self.uri, version=self.version).history():
+            if entry.get("version") == self.version:
+                return json.loads(entry.get("dmf.lineage", "{}"))
+        return {}
 
     def batches(self, columns: Sequence[str], batch_rows: int, files: Sequence[str] | None = None,
                 ) -> Iterator[pa.RecordBatch]:
@@ -129,5 +137,5 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
 
 def _matrix(column: pa.Array, rows: int) -> np.ndarray:
     """A list column whose lists all have one length as a [rows, length] array."""
-    values = column.flatten().to_numpy(zero_copy_only=False)
+    values = column.flatten().to_numpy(zero_copy_only=False, writable=True)
     return values.reshape(rows, -1) if rows else values.reshape(0, 0)

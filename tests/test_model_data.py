@@ -47,7 +47,11 @@ def tables(spark, tmp_path_factory):
 def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
     lake, spark_rows, vectors = tables
     samples = PinnedTable.open(lake.uri("samples"))
-    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings")), "fused", VERSIONS["fused"])
+    lineage = samples.lineage()
+    assert lineage["item_vectors"] == VERSIONS and lineage["events_version"] == 0
+    assert lineage["features"]["history_length"] == 4
+    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings"), lineage["item_embeddings_version"]),
+                                 "fused", lineage["item_vectors"]["fused"])
     np.testing.assert_array_equal(fused.ids, vectors["fused"][0])
     vocabulary = Vocabulary(np.array([5, 6, 7]))
     seen = 0
