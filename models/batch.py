@@ -26,6 +26,7 @@ class CTRBatch:
     target_vectors: torch.Tensor | None = None  # [B, D] the target's multimodal (fused) vector
     hist_vectors: torch.Tensor | None = None  # [B, L, D] the history items' vectors (early fusion only)
     labels: torch.Tensor | None = None  # [B] float
+    item_ids: torch.Tensor | None = None  # [B] the targets' raw item ids (evaluation by item, e.g. cold start)
 
     def __len__(self) -> int:
         return int(self.target_ids.shape[0])

@@ -127,6 +127,7 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         sims={m: torch.from_numpy(np.nan_to_num(_matrix(records.column(f"{m}_sim"), n))) for m in modalities},
         sim_hist={m: torch.from_numpy(_matrix(records.column(f"{m}_hist"), n)) for m in modalities},
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
+        item_ids=torch.from_numpy(targets.copy()),
     )
     if vectors is not None:
         batch.target_vectors = torch.from_numpy(vectors.lookup(targets))
