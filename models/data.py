@@ -124,8 +124,9 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         hist_ids=torch.from_numpy(vocabulary.index(raw_hist) * mask),
         hist_mask=torch.from_numpy(mask),
         buckets={m: torch.from_numpy(_matrix(records.column(f"{m}_bucket"), n).astype(np.int64)) for m in modalities},
-        sims={m: torch.from_numpy(np.nan_to_num(_matrix(records.column(f"{m}_sim"), n))) for m in modalities},
-        sim_hist={m: torch.from_numpy(_matrix(records.column(f"{m}_hist"), n)) for m in modalities},
+        sims={m: torch.from_numpy(np.nan_to_num(_matrix(records.column(f"{m}_sim"), n)).astype(np.float32))
+              for m in modalities},
+        sim_hist={m: torch.from_numpy(_matrix(records.column(f"{m}_hist"), n).astype(np.float32)) for m in modalities},
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )

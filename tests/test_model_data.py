@@ -84,3 +84,33 @@ def test_models_run_on_loaded_batches_and_unknown_items_map_to_zero(tables):
         assert model(batch).shape == (records.num_rows,)
     with pytest.raises(LookupError, match="no image vectors of nope"):
         ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings")), "image", "nope")
+
+
+def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered_model(tables, tmp_path):
+    import mlflow
+
+    from models.config import load_model_spec
+    from models.experiment import DataSource, train_run
+    from models.tracking import Tracker
+
+    lake, spark_rows, _ = tables
+    spec = load_model_spec("dmf").model_copy(update={"training": load_model_spec("dmf").training.model_copy(
+        update={"epochs": 2, "batch_size": 32})})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "test-experiment")
+    result = train_run(spec, 0, DataSource(lake.uri("samples"), lake.uri("item_embeddings")), tracker,
+                       progress=lambda _: None)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["lineage.samples_version"] == "0"
+    assert run.data.tags["lineage.item_vectors.fused"] == VERSIONS["fused"]
+    assert run.data.params["architecture.fusion"] == "gate" and run.data.params["features.buckets"] == "6"
+    for metric in ("test_auc", "test_logloss", "valid_auc", "train_samples_per_s", "test_cold_samples"):
+        assert metric in run.data.metrics
+    history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "valid_auc")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "evaluation")}
+    assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/results.csv"} <= artifacts
+    version = mlflow.tracking.MlflowClient().search_model_versions("name='dmf'")[0]
+    loaded = mlflow.pyfunc.load_model(f"models:/dmf/{version.version}")
+    rows = spark_rows.reset_index().head(6)
+    probabilities = loaded.predict(rows)
+    assert probabilities.shape == (6,) and ((probabilities > 0) & (probabilities < 1)).all()

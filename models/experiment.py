@@ -1,0 +1,93 @@
+"""One training run: pinned tables -> vocabulary and item vectors -> fit -> evaluate (overall and
+cold-start) -> MLflow. `compare` repeats it for every model spec and seed under one parent run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.config import ModelSpec
+from models.data import ItemVectorTable, PinnedTable, sample_columns
+from models.splits import SplitReader, training_items
+from models.tracking import Tracker
+from models.train import Predictions, TrainSettings, fit, predict, seed_everything
+
+TARGET_VECTOR_MODALITY = "fused"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    samples_uri: str
+    item_embeddings_uri: str
+    samples_version: int | None = None  # None: the latest
+    storage_options: dict | None = None
+
+
+@dataclass
+class RunResult:
+    spec: str
+    seed: int
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
+              progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
+    seed_everything(seed)
+    samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
+    lineage = samples.lineage()
+    if not lineage:
+        raise LookupError(f"samples version {samples.version} has no lineage: rebuild it with `dmf features`")
+    embeddings = PinnedTable.open(source.item_embeddings_uri, lineage["item_embeddings_version"], source.storage_options)
+    buckets = lineage["features"]["buckets"]
+    progress(f"{spec.name} (seed {seed}): samples v{samples.version}, item_embeddings v{embeddings.version}")
+    vocabulary, train_counts = training_items(samples)
+    needs_vectors = spec.kind != "din"
+    vectors = ItemVectorTable.load(embeddings, TARGET_VECTOR_MODALITY, lineage["item_vectors"][TARGET_VECTOR_MODALITY]) \
+        if needs_vectors else None
+    modalities = spec.architecture.modalities
+    model = spec.build(len(vocabulary), vectors.dim if vectors else 0, buckets)
+
+    def reader(split: str, shuffle: bool) -> SplitReader:
+        return SplitReader(samples, split, spec.training.batch_size, vocabulary, modalities, vectors,
+                           hist_vectors=getattr(model, "needs_hist_vectors", False),
+                           shuffle_seed=seed if shuffle else None)
+
+    train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
+    train_rows = train.count()
+    settings = TrainSettings(spec.training.epochs, spec.training.learning_rate, spec.training.weight_decay,
+                             spec.training.patience, seed)
+    with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
+        run.log_setup(spec, seed, lineage, samples.version, embeddings.version, len(vocabulary), train_rows)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.log_metrics(metrics, step=epoch)
+            progress(f"  epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+        started = time.perf_counter()
+        fitted = fit(model, lambda: train, lambda: valid, settings, on_epoch,
+                     train_batches=-(-train_rows // spec.training.batch_size))
+        seconds = time.perf_counter() - started
+        valid_predictions, test_predictions = predict(model, valid), predict(model, test)
+        cold = _cold_start(test_predictions, train_counts, spec.cold_start_max_interactions)
+        metrics = {
+            **{f"best_valid_{k}": v for k, v in valid_predictions.metrics().items()},
+            **{f"test_{k}": v for k, v in test_predictions.metrics().items()},
+            **{f"test_cold_{k}": v for k, v in test_predictions.metrics(cold).items()},
+            "best_epoch": fitted.best_epoch, "train_seconds": seconds,
+            "train_samples_per_s": float(np.mean([h["train_samples_per_s"] for h in fitted.history])),
+        }
+        run.log_metrics(metrics)
+        run.log_evaluation(test_predictions, cold)
+        example = next(samples.batches(sample_columns(modalities), 5))
+        run.log_model(model, spec, vocabulary, vectors, example, buckets)
+        return RunResult(spec.name, seed, run.run_id, metrics)
+
+
+def _cold_start(predictions: Predictions, train_counts: dict[int, int], max_interactions: int) -> np.ndarray:
+    counts = np.array([train_counts.get(int(i), 0) for i in predictions.items])
+    return counts <= max_interactions
+

@@ -1,0 +1,78 @@
+"""One split of `samples` as a stream of CTRBatches, with bounded memory.
+
+Files (one per day) are read in record batches and pooled into a buffer of a few batches' rows; a
+training pass shuffles the file order and each buffer (seeded per epoch), so batches mix days
+without ever holding the split in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.batch import CTRBatch
+from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns, to_batch
+
+_BUFFER_BATCHES = 16
+
+
+@dataclass
+class SplitReader:
+    samples: PinnedTable
+    split: str
+    batch_size: int
+    vocabulary: Vocabulary
+    modalities: Sequence[str]
+    vectors: ItemVectorTable | None
+    hist_vectors: bool = False
+    shuffle_seed: int | None = None  # None: file order, no shuffling (evaluation)
+    epoch: int = 0
+
+    def __iter__(self) -> Iterator[CTRBatch]:
+        rng = np.random.default_rng(None if self.shuffle_seed is None else (self.shuffle_seed, self.epoch))
+        self.epoch += 1
+        files = list(self.samples.files)
+        if self.shuffle_seed is not None:
+            files = [files[i] for i in rng.permutation(len(files))]
+        for table in self._buffers(files):
+            if self.shuffle_seed is not None:
+                table = table.take(pa.array(rng.permutation(table.num_rows)))
+            for start in range(0, table.num_rows, self.batch_size):
+                records = table.slice(start, self.batch_size).combine_chunks().to_batches()[0]
+                yield to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+
+    def _buffers(self, files: list[str]) -> Iterator[pa.Table]:
+        pending, rows = [], 0
+        for records in self.samples.batches(sample_columns(self.modalities), self.batch_size, files):
+            records = records.filter(pc.equal(records.column("split"), self.split))
+            if records.num_rows:
+                pending.append(records)
+                rows += records.num_rows
+            if rows >= _BUFFER_BATCHES * self.batch_size:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    def count(self) -> int:
+        return sum(r.filter(pc.equal(r.column("split"), self.split)).num_rows
+                   for r in self.samples.batches(["split"], 65_536))
+
+
+def training_items(samples: PinnedTable, split: str = "train") -> tuple[Vocabulary, dict[int, int]]:
+    """The vocabulary (every item seen in the split, as target or in a history) and how many
+    samples of the split have each item as target (for the cold-start evaluation)."""
+    seen, targets = [], []
+    for records in samples.batches(["item_id", "hist_item_ids", "split"], 65_536):
+        records = records.filter(pc.equal(records.column("split"), split))
+        targets.append(records.column("item_id").to_numpy())
+        seen.append(records.column("hist_item_ids").flatten().to_numpy())
+    target_ids = np.concatenate(targets) if targets else np.empty(0, np.int64)
+    ids = np.unique(np.concatenate([target_ids, *seen]))
+    ids = ids[ids > 0]  # 0 pads histories
+    unique, counts = np.unique(target_ids, return_counts=True)
+    return Vocabulary(ids), dict(zip(unique.tolist(), counts.tolist(), strict=True))

@@ -1,0 +1,181 @@
+"""MLflow for training runs: resolved settings as params, lineage as tags, per-epoch and final
+metrics, system metrics, ROC and calibration plots, a results table, and the model (a pyfunc over
+`samples` rows, with signature and input example) registered under the spec's name."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from models.config import ModelSpec
+from models.data import ItemVectorTable, Vocabulary, sample_columns, to_batch
+from models.train import Predictions
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str):
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    @contextmanager
+    def run(self, name: str, parent_run_id: str | None = None) -> Iterator[RunLogger]:
+        tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+        with mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
+            yield RunLogger(run.info.run_id)
+
+    @contextmanager
+    def parent(self, name: str, params: dict) -> Iterator[str]:
+        with mlflow.start_run(run_name=name) as run:
+            mlflow.log_params(params)
+            yield run.info.run_id
+
+
+@dataclass
+class RunLogger:
+    run_id: str
+
+    def log_setup(self, spec: ModelSpec, seed: int, lineage: dict, samples_version: int,
+                  embeddings_version: int, vocabulary: int, train_rows: int) -> None:
+        params = {**_flatten(spec.model_dump(mode="json")), "seed": seed, "vocabulary": vocabulary,
+                  "train_rows": train_rows, **_flatten({"features": lineage.get("features", {})})}
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags({
+            "lineage.samples_version": samples_version, "lineage.item_embeddings_version": embeddings_version,
+            "lineage.events_version": lineage.get("events_version"),
+            **{f"lineage.item_vectors.{m}": v for m, v in lineage.get("item_vectors", {}).items()},
+        })
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=step)
+
+    def log_evaluation(self, predictions: Predictions, cold: np.ndarray) -> None:
+        rows = [{"subset": "test", **predictions.metrics()}, {"subset": "test cold-start", **predictions.metrics(cold)}]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+            _roc_plot(predictions, cold, folder / "roc.png")
+            _calibration_plot(predictions, folder / "calibration.png")
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+
+    def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
+                  vectors: ItemVectorTable | None, example: pa.RecordBatch, buckets: int) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            torch.save(model, folder / "model.pt")
+            np.save(folder / "vocabulary.npy", vocabulary.ids)
+            if vectors is not None:
+                np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
+            (folder / "meta.json").write_text(json.dumps({
+                "modalities": list(spec.architecture.modalities), "buckets": buckets,
+                "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
+            frame = _widened(example)
+            wrapper = SamplesModel()
+            wrapper.load_context_from(folder)
+            signature = mlflow.models.infer_signature(frame, wrapper.predict(None, frame))
+            mlflow.pyfunc.log_model(
+                name="model", python_model=SamplesModel(), artifacts={"folder": str(folder)},
+                signature=signature, input_example=frame, registered_model_name=spec.name,
+                code_paths=[str(Path(__file__).resolve().parent)])
+
+
+class SamplesModel(mlflow.pyfunc.PythonModel):
+    """Click probabilities for rows of `samples` (the columns `models.data.sample_columns` names)."""
+
+    def load_context(self, context) -> None:
+        self.load_context_from(Path(context.artifacts["folder"]))
+
+    def load_context_from(self, folder: Path) -> None:
+        self.model = torch.load(folder / "model.pt", weights_only=False).eval()
+        self.vocabulary = Vocabulary(np.load(folder / "vocabulary.npy"))
+        meta = json.loads((folder / "meta.json").read_text())
+        self.modalities, self.hist_vectors = meta["modalities"], meta["hist_vectors"]
+        vectors_file = folder / "vectors.npz"
+        self.vectors = None
+        if vectors_file.exists():
+            stored = np.load(vectors_file)
+            self.vectors = ItemVectorTable(stored["ids"], stored["matrix"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        frame = model_input.assign(label=model_input.get("label", 0), split=model_input.get("split", ""))
+        records = pa.RecordBatch.from_pandas(frame[sample_columns(self.modalities)], preserve_index=False)
+        batch = to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+        with torch.inference_mode():
+            return torch.sigmoid(self.model(batch)).numpy()
+
+
+def _widened(records: pa.RecordBatch) -> pd.DataFrame:
+    """The example as float64 / int64 (arrays too): JSON requests arrive as doubles and longs, and
+    the signature must accept them."""
+    frame = records.to_pandas()
+    for field in records.schema:
+        kind = field.type.value_type if pa.types.is_list(field.type) else field.type
+        wide = np.float64 if pa.types.is_floating(kind) else np.int64 if pa.types.is_integer(kind) else None
+        if wide is None:
+            continue
+        if pa.types.is_list(field.type):
+            frame[field.name] = frame[field.name].map(lambda values, wide=wide: np.asarray(values, wide))
+        else:
+            frame[field.name] = frame[field.name].astype(wide)
+    return frame
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _roc_plot(predictions: Predictions, cold: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, mask in (("all test", np.ones(len(cold), bool)), ("cold-start items", cold)):
+        fpr, tpr = _roc(predictions.labels[mask], predictions.probabilities[mask])
+        if fpr is not None:
+            ax.plot(fpr, tpr, label=f"{label} (n={int(mask.sum()):,})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax.legend(loc="lower right")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _roc(labels: np.ndarray, scores: np.ndarray):
+    positives, negatives = (labels > 0.5).sum(), (labels <= 0.5).sum()
+    if not positives or not negatives:
+        return None, None
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order] > 0.5
+    return np.r_[0, np.cumsum(~hits) / negatives], np.r_[0, np.cumsum(hits) / positives]
+
+
+def _calibration_plot(predictions: Predictions, path: Path, bins: int = 10) -> None:
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(predictions.probabilities, edges) - 1, 0, bins - 1)
+    filled = [b for b in range(bins) if (which == b).any()]
+    predicted = [predictions.probabilities[which == b].mean() for b in filled]
+    observed = [predictions.labels[which == b].mean() for b in filled]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.plot(predicted, observed, marker="o")
+    ax.set(xlabel="mean predicted click probability", ylabel="observed click rate", title="Calibration")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
