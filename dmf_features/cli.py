@@ -80,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "`user_sequences`, each user's latest history with its items' vectors, for serving. "
                     "Settings: the `features` section of the config.",
     )
+    train = commands.add_parser(
+        "train", parents=[common], help="train one model on samples (torch, no Spark), tracked in MLflow",
+        description="Train a model of conf/train/<MODEL>.yaml on the latest `samples` (or --samples-version) "
+                    "with the item vectors it was built from, early-stopping on validation AUC; evaluate on "
+                    "test, overall and on cold-start items; log params, lineage, per-epoch metrics, plots and "
+                    "the model to MLflow and register it. Browse with `make ui`.",
+    )
+    train.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--samples-version", type=int, help="train on this version of samples (default: latest)")
+    compare = commands.add_parser(
+        "compare", parents=[common], help="train every model with several seeds and tabulate the results",
+        description="Train each spec of conf/train/ (or --model, repeatable) once per seed as child runs of one "
+                    "MLflow parent run; print the table of mean and spread of AUC, GAUC and logloss, overall and "
+                    "cold-start, and write it to reports/compare/ and to the parent run.",
+    )
+    compare.add_argument("--model", dest="models", action="append", help="a spec to include (default: all)")
+    compare.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")),
+                         help="comma-separated seeds (default: each spec's training.seeds)")
+    compare.add_argument("--samples-version", type=int)
     similar = commands.add_parser(
         "similar", parents=[common], help="the items nearest to an item (fused vectors, cosine)",
         description="Print the items most similar to ITEM_ID by their fused title+image vectors, from the index "
@@ -132,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler: Callable[[argparse.Namespace, Config], int] = {
         "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "features": _features,
-        "similar": _similar, "lake": _lake,
+        "train": _train, "compare": _compare, "similar": _similar, "lake": _lake,
     }[args.command]
     return handler(args, cfg)
 
@@ -205,6 +225,54 @@ def _features(args: argparse.Namespace, cfg: Config, progress: _Progress | None 
         print(f"dmf features: {e}", file=sys.stderr)
         return 1
     print(report.render(), flush=True)
+    return 0
+
+
+def _training_setup(args: argparse.Namespace, cfg: Config):
+    from models.experiment import DataSource
+    from models.tracking import Tracker
+
+    lake_root = cfg.lake.uri.rstrip("/")
+    options = dict(cfg.lake.storage_options) or None
+    source = DataSource(f"{lake_root}/samples", f"{lake_root}/item_embeddings", args.samples_version, options)
+    return source, Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+
+
+def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+    from models.config import load_model_spec
+    from models.experiment import train_run
+
+    progress = progress or _Progress()
+    try:
+        spec = load_model_spec(getattr(args, "model", "dmf"))
+        source, tracker = _training_setup(args, cfg)
+        result = train_run(spec, getattr(args, "seed", 0), source, tracker, progress)
+    except (ValueError, LookupError) as e:
+        print(f"dmf train: {e}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(f"{spec.name}: test AUC {m['test_auc']:.4f}, GAUC {m['test_gauc']:.4f}, logloss {m['test_logloss']:.4f}; "
+          f"cold-start items AUC {m['test_cold_auc']:.4f} (n={int(m['test_cold_samples']):,})")
+    print(f"MLflow run {result.run_id} (experiment {cfg.mlflow.experiment!r}); open the UI with `make ui` "
+          f"(mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}) and browse http://127.0.0.1:5000", flush=True)
+    return 0
+
+
+def _compare(args: argparse.Namespace, cfg: Config) -> int:
+    from pathlib import Path
+
+    from models.config import all_model_specs, load_model_spec
+    from models.experiment import compare, markdown
+
+    progress = _Progress()
+    try:
+        specs = [load_model_spec(m) for m in args.models] if args.models else all_model_specs()
+        source, tracker = _training_setup(args, cfg)
+        table = compare(specs, source, tracker, Path(cfg.root) / "reports" / "compare", args.seeds, progress)
+    except (ValueError, LookupError) as e:
+        print(f"dmf compare: {e}", file=sys.stderr)
+        return 1
+    print(markdown(table), flush=True)
     return 0
 
 

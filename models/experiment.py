@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
@@ -91,3 +93,45 @@ def _cold_start(predictions: Predictions, train_counts: dict[int, int], max_inte
     counts = np.array([train_counts.get(int(i), 0) for i in predictions.items])
     return counts <= max_interactions
 
+
+
+COMPARED = ("test_auc", "test_gauc", "test_logloss", "test_cold_auc", "test_cold_gauc", "test_cold_logloss")
+
+
+def compare(specs: list[ModelSpec], source: DataSource, tracker: Tracker, results_dir: Path,
+            seeds: tuple[int, ...] | None = None, progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """Train every spec once per seed as child runs of one parent run; the table of mean and spread
+    (standard deviation over seeds) goes to the console's caller, a file and the parent run."""
+    runs: list[RunResult] = []
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    with tracker.parent(f"compare-{stamp}", {"models": ",".join(s.name for s in specs),
+                                             "seeds": ",".join(map(str, seeds or ()))}) as parent:
+        for spec in specs:
+            for seed in seeds or spec.training.seeds:
+                runs.append(train_run(spec, seed, source, tracker, progress, parent_run_id=parent))
+        table = comparison_table(runs)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        path = results_dir / f"compare-{stamp}.md"
+        path.write_text(markdown(table))
+        table.to_csv(path.with_suffix(".csv"), index=False)
+        tracker.log_comparison(table, path)
+    progress(f"comparison table: {path}")
+    return table
+
+
+def comparison_table(runs: list[RunResult]) -> pd.DataFrame:
+    rows = []
+    for name in dict.fromkeys(r.spec for r in runs):
+        mine = [r for r in runs if r.spec == name]
+        row = {"model": name, "seeds": len(mine)}
+        for metric in COMPARED:
+            values = np.array([r.metrics.get(metric, np.nan) for r in mine], float)
+            row[metric] = f"{np.nanmean(values):.4f} ± {np.nanstd(values):.4f}" if np.isfinite(values).any() else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -2,7 +2,9 @@
 
 Files (one per day) are read in record batches and pooled into a buffer of a few batches' rows; a
 training pass shuffles the file order and each buffer (seeded per epoch), so batches mix days
-without ever holding the split in memory.
+without ever holding the split in memory. A split smaller than `cache_bytes` is kept in memory
+after its first pass (and shuffled whole each epoch): re-reading thousands of small daily files
+every epoch would cost more than the model.
 """
 
 from __future__ import annotations
@@ -30,20 +32,35 @@ class SplitReader:
     vectors: ItemVectorTable | None
     hist_vectors: bool = False
     shuffle_seed: int | None = None  # None: file order, no shuffling (evaluation)
+    cache_bytes: int = 2 << 30
     epoch: int = 0
+    _cached: pa.Table | None = None
 
     def __iter__(self) -> Iterator[CTRBatch]:
         rng = np.random.default_rng(None if self.shuffle_seed is None else (self.shuffle_seed, self.epoch))
         self.epoch += 1
+        if self._cached is not None:
+            yield from self._batches(self._cached, rng)
+            return
         files = list(self.samples.files)
         if self.shuffle_seed is not None:
             files = [files[i] for i in rng.permutation(len(files))]
+        kept: list[pa.Table] | None = []
         for table in self._buffers(files):
-            if self.shuffle_seed is not None:
-                table = table.take(pa.array(rng.permutation(table.num_rows)))
-            for start in range(0, table.num_rows, self.batch_size):
-                records = table.slice(start, self.batch_size).combine_chunks().to_batches()[0]
-                yield to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+            if kept is not None:
+                kept.append(table)
+                if sum(k.nbytes for k in kept) > self.cache_bytes:
+                    kept = None  # too large to keep: stream every pass
+            yield from self._batches(table, rng)
+        if kept is not None:
+            self._cached = pa.concat_tables(kept) if kept else None
+
+    def _batches(self, table: pa.Table, rng: np.random.Generator) -> Iterator[CTRBatch]:
+        if self.shuffle_seed is not None:
+            table = table.take(pa.array(rng.permutation(table.num_rows)))
+        for start in range(0, table.num_rows, self.batch_size):
+            records = table.slice(start, self.batch_size).combine_chunks().to_batches()[0]
+            yield to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
 
     def _buffers(self, files: list[str]) -> Iterator[pa.Table]:
         pending, rows = [], 0

@@ -45,6 +45,16 @@ class Tracker:
             yield run.info.run_id
 
 
+    def log_comparison(self, table: pd.DataFrame, path: Path) -> None:
+        """On the active parent run: the table as artifacts and each model's mean test AUC as a metric."""
+        mlflow.log_artifact(str(path), artifact_path="comparison")
+        mlflow.log_artifact(str(path.with_suffix(".csv")), artifact_path="comparison")
+        for row in table.itertuples():
+            mean = str(row.test_auc).split(" ")[0]
+            if mean != "n/a":
+                mlflow.log_metric(f"{row.model}.test_auc_mean", float(mean))
+
+
 @dataclass
 class RunLogger:
     run_id: str
