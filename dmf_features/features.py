@@ -87,8 +87,7 @@ def build_features(
     for table, stage in ((EVENTS.name, "dmf ingest"), (ITEM_EMBEDDINGS.name, "dmf embed")):
         if not lake.exists(table):
             raise FeaturesError(f"the lake has no {table} table yet: run `{stage}` first")
-    incremental = scope.date is not None or scope.since is not None
-    if incremental and features.split.method == "leave_last_out":
+    if scope.incremental and features.split.method == "leave_last_out":
         raise FeaturesError(
             "the leave_last_out split needs a full build (a user's test event moves when new events arrive); "
             "run without --date/--since, or use features.split.method: temporal for daily builds")
@@ -114,7 +113,6 @@ def build_features(
 def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
            report: FeaturesReport, lineage: dict, progress: Callable[[str], None]) -> None:
     features = cfg.features
-    incremental = scope.date is not None or scope.since is not None
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
     if features.negatives.ratio:
         availability = spark.sparkContext.broadcast(item_availability(events))
@@ -135,7 +133,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         progress(f"{report.events:,} events in scope ({scope}), {report.negatives:,} sampled negatives")
 
         behaviours = behaviour_events(events, features.behaviour)
-        if incremental:
+        if scope.incremental:
             behaviours = _behaviours_for_scope(behaviours, samples, scope, features.long_history_length)
         shape = FeatureShape(features.history_length, features.long_history_length, features.buckets, features.top_k)
         # one task per day writes that day's file: the partitions stay one file each

@@ -48,6 +48,11 @@ class DateScope:
             return column >= F.lit(self.since)
         return F.lit(True)
 
+    @property
+    def incremental(self) -> bool:
+        """Only some days (as opposed to a full build over every date)."""
+        return self.date is not None or self.since is not None
+
     def partitions(self) -> list[tuple[str, str, dt.date]] | None:
         """The `date` partitions a run replaces (None: the whole table)."""
         if self.date:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+TARGET_VECTOR_MODALITY = "fused"  # the multimodal vector models take for a target (and history items)
+
 
 @dataclass
 class CTRBatch:

@@ -20,9 +20,6 @@ from deltalake import DeltaTable
 
 from models.batch import CTRBatch
 
-MODALITIES = ("text", "image", "fused")
-
-
 @dataclass(frozen=True)
 class PinnedTable:
     """A Delta table at one version: what a training run reads and records as lineage."""

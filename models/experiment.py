@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
 from models.splits import SplitReader, training_items
 from models.tracking import Tracker
 from models.train import Predictions, TrainSettings, fit, predict, seed_everything
 
-TARGET_VECTOR_MODALITY = "fused"
 
 
 @dataclass(frozen=True)

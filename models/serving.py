@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from models.batch import CTRBatch
+from models.batch import TARGET_VECTOR_MODALITY, CTRBatch
 from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
 
-TARGET_VECTOR_MODALITY = "fused"  # the modality-centric path's target vector
 
 
 def bucket_of(sims: torch.Tensor, buckets: int) -> torch.Tensor:
