@@ -20,11 +20,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --editable '.[dev]'
 	touch $(STAMP)
 
-## demo: the whole pipeline on the real MovieLens-posters data: ingest, quality gates, embeddings, features
+## demo: the whole pipeline on the real MovieLens-posters data: ingest, quality gates, embeddings, features,
+## training DMF (tracked in MLflow); it ends with the model's test AUC and how to open the MLflow UI
 demo: $(STAMP)
 	dmf run --config $(CONFIG)
-	@echo
-	dmf lake list --config $(CONFIG)
 
 ## test: the whole test suite (unit and end-to-end on tiny data); pytest's "no tests" counts as success
 test: $(STAMP)

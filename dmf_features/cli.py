@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "run", parents=[common, scoped], help="the whole pipeline: ingest, validate, embed, features",
-        description="Run every stage in order (ingest -> validate -> embed -> features). Stops at the first failure.",
+        "run", parents=[common, scoped], help="the whole pipeline: ingest, validate, embed, features, train",
+        description="Run every stage in order (ingest -> validate -> embed -> features -> train the DMF model of "
+                    "conf/train/dmf.yaml, seed 0, tracked in MLflow). Stops at the first failure.",
     )
     commands.add_parser(
         "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
@@ -234,7 +235,8 @@ def _training_setup(args: argparse.Namespace, cfg: Config):
 
     lake_root = cfg.lake.uri.rstrip("/")
     options = dict(cfg.lake.storage_options) or None
-    source = DataSource(f"{lake_root}/samples", f"{lake_root}/item_embeddings", args.samples_version, options)
+    source = DataSource(f"{lake_root}/samples", f"{lake_root}/item_embeddings",
+                        getattr(args, "samples_version", None), options)
     return source, Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
@@ -294,7 +296,7 @@ def _similar(args: argparse.Namespace, cfg: Config) -> int:
 
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     progress = _Progress()
-    for stage in (_ingest, _validate, _embed, _features):
+    for stage in (_ingest, _validate, _embed, _features, _train):
         code = stage(args, cfg, progress)
         if code:
             print(f"dmf run: stopped at {stage.__name__.strip('_')} (exit {code})", file=sys.stderr)

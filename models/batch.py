@@ -26,7 +26,11 @@ class CTRBatch:
     sims: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> [B, L] float, 0 where masked
     sim_hist: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> [B, n_buckets] float
     target_vectors: torch.Tensor | None = None  # [B, D] the target's multimodal (fused) vector
-    hist_vectors: torch.Tensor | None = None  # [B, L, D] the history items' vectors (early fusion only)
+    # Early fusion of history items only: the distinct history items' vectors [U, D] once each, and
+    # for every position its row in them [B, L] (a batch of 512 x 50 positions holds a few thousand
+    # distinct items, so this is several times smaller than [B, L, D] and projected once per item).
+    hist_vectors: torch.Tensor | None = None
+    hist_vector_rows: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # [B] float
     item_ids: torch.Tensor | None = None  # [B] the targets' raw item ids (evaluation by item, e.g. cold start)
 

@@ -46,6 +46,8 @@ class ModelSpec(_Spec):
     kind: Literal["din", "din_multimodal", "modality_centric", "dmf", "dmf_early_fusion"]
     architecture: ArchitectureSpec = ArchitectureSpec()
     training: TrainingSpec = TrainingSpec()
+    min_item_count: int = Field(
+        1, ge=1, description="items with fewer training samples share the unknown item's embedding")
     cold_start_max_interactions: int = Field(
         5, ge=0, description="a test item with at most this many training samples counts as cold-start")
 

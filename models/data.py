@@ -130,7 +130,9 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
     if vectors is not None:
         batch.target_vectors = torch.from_numpy(vectors.lookup(targets))
         if hist_vectors:
-            batch.hist_vectors = torch.from_numpy(vectors.lookup(raw_hist) * mask[..., None])
+            distinct, rows = np.unique(raw_hist, return_inverse=True)
+            batch.hist_vectors = torch.from_numpy(vectors.lookup(distinct))
+            batch.hist_vector_rows = torch.from_numpy(rows.reshape(raw_hist.shape))
     return batch
 
 

@@ -17,21 +17,24 @@ class DIN(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.embedding_dim
-        self.items = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
+        self.items = nn.Embedding(cfg.vocab_size, d)
         self.vectors = nn.Linear(cfg.vector_dim, d) if self.needs_hist_vectors else None
         width = 2 * d if self.vectors is not None else d
         self.attention = DinAttention(width)
         self.head = MLP(2 * width, cfg.mlp, 1, cfg.dropout)
 
-    def represent(self, ids: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+    def represent(self, ids: torch.Tensor, vectors: torch.Tensor | None, rows: torch.Tensor | None = None,
+                  ) -> torch.Tensor:
+        """[ID embedding, projected vector]; `rows` picks each position's vector from `vectors`."""
         embedded = self.items(ids)
         if self.vectors is None:
             return embedded
-        return torch.cat([embedded, self.vectors(vectors)], dim=-1)
+        projected = self.vectors(vectors)
+        return torch.cat([embedded, projected if rows is None else projected[rows]], dim=-1)
 
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         target = self.represent(batch.target_ids, batch.target_vectors)
-        history = self.represent(batch.hist_ids, batch.hist_vectors)
+        history = self.represent(batch.hist_ids, batch.hist_vectors, batch.hist_vector_rows)
         interest = self.attention(target, history, batch.hist_mask)
         return self.head(torch.cat([target, interest], dim=-1)).squeeze(-1)
 

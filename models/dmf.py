@@ -31,7 +31,7 @@ class DMF(nn.Module):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {cfg.fusion!r}")
         self.cfg = cfg
         d, a = cfg.embedding_dim, cfg.attention_dim
-        self.items = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
+        self.items = nn.Embedding(cfg.vocab_size, d)
         self.query = nn.Linear(d, a, bias=False)
         self.key = nn.Linear(self._key_inputs(), a, bias=False)
         self.value = nn.Linear(self._key_inputs(), a, bias=False)
@@ -71,11 +71,13 @@ class DMF(nn.Module):
         scores = (query * keys).sum(dim=-1) / math.sqrt(self.cfg.attention_dim)
         return masked_attention(scores, values, mask)
 
-    def combine(self, target: torch.Tensor, id_interest: torch.Tensor, batch: CTRBatch) -> torch.Tensor:
-        """Complementary Modality Modeling: the ID interest with the modality-centric one."""
+    def combine(self, target: torch.Tensor, id_interest: torch.Tensor, batch: CTRBatch,
+                item_terms: torch.Tensor | None = None) -> torch.Tensor:
+        """Complementary Modality Modeling: the ID interest with the modality-centric one
+        (`item_terms`: the targets' precomputed `SimilarityHistograms.item_term`, if a scorer has them)."""
         if self.modality_path is None:
             return self.head(torch.cat([target, id_interest], dim=-1))
-        modality_interest = self.modality_path(batch)
+        modality_interest = self.modality_path(batch, item_terms)
         if self.cfg.fusion == "concat":
             interest = torch.cat([id_interest, modality_interest], dim=-1)
         elif self.cfg.fusion == "weighted_sum":

@@ -46,7 +46,8 @@ def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
     embeddings = PinnedTable.open(source.item_embeddings_uri, lineage["item_embeddings_version"], source.storage_options)
     buckets = lineage["features"]["buckets"]
     progress(f"{spec.name} (seed {seed}): samples v{samples.version}, item_embeddings v{embeddings.version}")
-    vocabulary, train_counts = training_items(samples)
+    items = training_items(samples, spec.min_item_count)
+    vocabulary = items.vocabulary
     needs_vectors = spec.kind != "din"
     vectors = ItemVectorTable.load(embeddings, TARGET_VECTOR_MODALITY, lineage["item_vectors"][TARGET_VECTOR_MODALITY]) \
         if needs_vectors else None
@@ -59,7 +60,7 @@ def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
                            shuffle_seed=seed if shuffle else None)
 
     train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
-    train_rows = train.count()
+    train_rows = items.rows
     settings = TrainSettings(spec.training.epochs, spec.training.learning_rate, spec.training.weight_decay,
                              spec.training.patience, seed)
     with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
@@ -74,7 +75,7 @@ def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
                      train_batches=-(-train_rows // spec.training.batch_size))
         seconds = time.perf_counter() - started
         valid_predictions, test_predictions = predict(model, valid), predict(model, test)
-        cold = _cold_start(test_predictions, train_counts, spec.cold_start_max_interactions)
+        cold = _cold_start(test_predictions, items.target_counts, spec.cold_start_max_interactions)
         metrics = {
             **{f"best_valid_{k}": v for k, v in valid_predictions.metrics().items()},
             **{f"test_{k}": v for k, v in test_predictions.metrics().items()},

@@ -66,18 +66,29 @@ class DinAttention(nn.Module):
 
 class SimilarityHistograms(nn.Module):
     """The modality-centric interest: an MLP over the similarity histograms of the configured
-    modalities and the target's multimodal vector."""
+    modalities and the target's multimodal vector. Its first layer is split in two sums, because the
+    target vector's term depends on the item alone: a scorer computes `item_term` once per item and
+    reuses it across requests instead of multiplying a 1,664-d vector per candidate per request."""
 
     def __init__(self, cfg: ModelConfig, outputs: int):
         super().__init__()
         self.modalities = cfg.modalities
-        self.mlp = MLP(len(cfg.modalities) * cfg.buckets + cfg.vector_dim, cfg.mlp, outputs, cfg.dropout)
+        first = cfg.mlp[0] if cfg.mlp else outputs
+        self.from_histograms = nn.Linear(len(cfg.modalities) * cfg.buckets, first)
+        self.from_vector = nn.Linear(cfg.vector_dim, first, bias=False) if cfg.vector_dim else None
+        rest: list[nn.Module] = [nn.ReLU(), *([nn.Dropout(cfg.dropout)] if cfg.dropout else []),
+                                 MLP(first, cfg.mlp[1:], outputs, cfg.dropout)] if cfg.mlp else []
+        self.rest = nn.Sequential(*rest)
 
-    def forward(self, batch: CTRBatch) -> torch.Tensor:
-        parts = [batch.sim_hist[m] for m in self.modalities]
-        if batch.target_vectors is not None:
-            parts.append(batch.target_vectors)
-        return self.mlp(torch.cat(parts, dim=-1))
+    def item_term(self, target_vectors: torch.Tensor | None) -> torch.Tensor | float:
+        """[n, first layer]: the target vectors' share of the first layer (no bias)."""
+        return 0.0 if self.from_vector is None else self.from_vector(target_vectors)
+
+    def forward(self, batch: CTRBatch, item_term: torch.Tensor | None = None) -> torch.Tensor:
+        histograms = torch.cat([batch.sim_hist[m] for m in self.modalities], dim=-1)
+        if item_term is None:
+            item_term = self.item_term(batch.target_vectors)
+        return self.rest(self.from_histograms(histograms) + item_term)
 
 
 class BucketEmbeddings(nn.Module):

@@ -62,18 +62,33 @@ def training_batch(history: Items, candidates: Items, features: RequestFeatures)
         target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY))
 
 
-class DecoupledScorer:
+class _Scorer:
+    def __init__(self, model: DMF):
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def item_terms(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """The modality path's per-item term of items with these (fused) vectors. It depends on the
+        item alone, so a server computes it once per catalog and passes the candidates' rows to
+        `score`, saving the largest per-candidate product of a request."""
+        path = self.model.modality_path
+        return None if path is None else path.item_term(vectors)
+
+    def _finish(self, target: torch.Tensor, interest: torch.Tensor, history: Items, candidates: Items,
+                features: RequestFeatures, item_terms: torch.Tensor | None) -> torch.Tensor:
+        batch = training_batch(history, candidates, features)
+        return self.model.combine(target, interest, batch, item_terms).squeeze(-1)
+
+
+class DecoupledScorer(_Scorer):
     """DMF at serving time. With K_j = W_K e_j + sum_m P_K^m[b_jm] and V_j likewise, attention never
     needs the [N, L, a] keys and values: q.K_j = q.(W_K e_j) + sum_m (q.P_K^m)[b_jm], where q.P_K^m
     is [N, B+1], and sum_j w_j V_j = w.(W_V e) + sum_m (w summed per bucket) . P_V^m. Per candidate
     the work is a few [N, L] gathers and scatters; the history is projected once per request."""
 
-    def __init__(self, model: DMF):
-        self.model = model.eval()
-
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items) -> torch.Tensor:
-        """Logits [N] of the candidates for this user."""
+    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`)."""
         model = self.model
         features = request_features(history, candidates, model.cfg.modalities, model.cfg.buckets)
         keys, values = model.history_projections(history.ids)  # [L, a], once per request
@@ -92,15 +107,14 @@ class DecoupledScorer:
         for index, value_table in tables:
             per_bucket = torch.zeros(len(index), value_table.shape[0]).scatter_add_(1, index, weights)
             interest = interest + per_bucket @ value_table
-        return model.combine(target, interest, training_batch(history, candidates, features)).squeeze(-1)
+        return self._finish(target, interest, history, candidates, features, item_terms)
 
 
-class EarlyFusionScorer:
-    def __init__(self, model: DMFEarlyFusion):
-        self.model = model.eval()
+class EarlyFusionScorer(_Scorer):
+    model: DMFEarlyFusion
 
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items) -> torch.Tensor:
+    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model
         features = request_features(history, candidates, model.cfg.modalities, model.cfg.buckets)
         n = len(candidates.ids)
@@ -110,4 +124,4 @@ class EarlyFusionScorer:
         target = model.items(candidates.ids)
         mask = torch.ones(keys.shape[:2], dtype=torch.bool)
         interest = model.attend(target, keys, values, mask)
-        return model.combine(target, interest, training_batch(history, candidates, features)).squeeze(-1)
+        return self._finish(target, interest, history, candidates, features, item_terms)

@@ -75,21 +75,24 @@ class SplitReader:
         if pending:
             yield pa.Table.from_batches(pending)
 
-    def count(self) -> int:
-        return sum(r.filter(pc.equal(r.column("split"), self.split)).num_rows
-                   for r in self.samples.batches(["split"], 65_536))
+
+@dataclass(frozen=True)
+class TrainingItems:
+    """What one pass over the training split tells a run before it trains."""
+
+    vocabulary: Vocabulary
+    target_counts: dict[int, int]  # item id -> training samples with it as target (cold-start evaluation)
+    rows: int  # training samples
 
 
-def training_items(samples: PinnedTable, split: str = "train") -> tuple[Vocabulary, dict[int, int]]:
-    """The vocabulary (every item seen in the split, as target or in a history) and how many
-    samples of the split have each item as target (for the cold-start evaluation)."""
-    seen, targets = [], []
-    for records in samples.batches(["item_id", "hist_item_ids", "split"], 65_536):
-        records = records.filter(pc.equal(records.column("split"), split))
-        targets.append(records.column("item_id").to_numpy())
-        seen.append(records.column("hist_item_ids").flatten().to_numpy())
+def training_items(samples: PinnedTable, min_count: int = 1, split: str = "train") -> TrainingItems:
+    """Items with at least `min_count` training samples as target get their own embedding; rarer
+    ones (and items never a training target) share the unknown item's, which training thereby
+    learns as the embedding of a rare item: the one a cold-start item then gets."""
+    targets = []
+    for records in samples.batches(["item_id", "split"], 65_536):
+        targets.append(records.filter(pc.equal(records.column("split"), split)).column("item_id").to_numpy())
     target_ids = np.concatenate(targets) if targets else np.empty(0, np.int64)
-    ids = np.unique(np.concatenate([target_ids, *seen]))
-    ids = ids[ids > 0]  # 0 pads histories
     unique, counts = np.unique(target_ids, return_counts=True)
-    return Vocabulary(ids), dict(zip(unique.tolist(), counts.tolist(), strict=True))
+    return TrainingItems(Vocabulary(unique[counts >= min_count]),
+                         dict(zip(unique.tolist(), counts.tolist(), strict=True)), len(target_ids))

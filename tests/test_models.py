@@ -43,7 +43,8 @@ def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
     return CTRBatch(user_ids=torch.arange(n), target_ids=torch.randint(1, CFG.vocab_size, (n,), generator=g),
                     hist_ids=ids, hist_mask=mask, buckets=buckets, sims=sims, sim_hist=hist,
                     target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
-                    hist_vectors=torch.randn(n, length, CFG.vector_dim, generator=g) * mask[..., None],
+                    hist_vectors=torch.randn(n * length, CFG.vector_dim, generator=g),
+                    hist_vector_rows=torch.arange(n * length).reshape(n, length),
                     labels=torch.randint(0, 2, (n,), generator=g).float())
 
 
@@ -61,7 +62,8 @@ def padded(batch: CTRBatch, extra: int, seed: int = 9) -> CTRBatch:
         hist_mask=grow(batch.hist_mask, torch.zeros(n, extra, dtype=torch.bool)),
         buckets={m: grow(b, torch.randint(0, CFG.buckets, (n, extra), generator=g)) for m, b in batch.buckets.items()},
         sims={m: grow(s, torch.rand(n, extra, generator=g)) for m, s in batch.sims.items()},
-        hist_vectors=grow(batch.hist_vectors, torch.randn(n, extra, CFG.vector_dim, generator=g)),
+        hist_vectors=torch.cat([batch.hist_vectors, torch.randn(n * extra, CFG.vector_dim, generator=g)]),
+        hist_vector_rows=grow(batch.hist_vector_rows, len(batch.hist_vectors) + torch.arange(n * extra).reshape(n, extra)),
     )
 
 
@@ -97,11 +99,13 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
 def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
-    served = scorer(model).score(history, candidates)
+    serving = scorer(model)
     features = request_features(history, candidates, MODALITIES, CFG.buckets)
     with torch.no_grad():
         trained = model(training_batch(history, candidates, features))
-    torch.testing.assert_close(served, trained, rtol=0, atol=1e-5)
+    torch.testing.assert_close(serving.score(history, candidates), trained, rtol=0, atol=1e-5)
+    catalog_terms = serving.item_terms(candidates.vectors["fused"])  # as a server precomputes them
+    torch.testing.assert_close(serving.score(history, candidates, catalog_terms), trained, rtol=0, atol=1e-5)
     assert (features.buckets["image"] == -1).any()  # some items lack an image: masked, not bucket 0
 
 
