@@ -9,7 +9,7 @@ every epoch would cost more than the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,21 +46,34 @@ class SplitReader:
         if self.shuffle_seed is not None:
             files = [files[i] for i in rng.permutation(len(files))]
         kept: list[pa.Table] | None = []
+        leftover = None  # rows short of a full batch, carried into the next buffer
         for table in self._buffers(files):
             if kept is not None:
                 kept.append(table)
                 if sum(k.nbytes for k in kept) > self.cache_bytes:
                     kept = None  # too large to keep: stream every pass
-            yield from self._batches(table, rng)
+            if leftover is not None:
+                table = pa.concat_tables([leftover, table])
+            leftover = yield from self._batches(table, rng, full_only=True)
+        if leftover is not None and leftover.num_rows:
+            yield self._batch(leftover)
         if kept is not None:
             self._cached = pa.concat_tables(kept) if kept else None
 
-    def _batches(self, table: pa.Table, rng: np.random.Generator) -> Iterator[CTRBatch]:
+    def _batches(self, table: pa.Table, rng: np.random.Generator, full_only: bool = False,
+                 ) -> Generator[CTRBatch, None, pa.Table | None]:
+        """Batches of `batch_size` rows (shuffled if training); with `full_only`, the rows short of a
+        full batch are returned instead, so that every batch of a pass but the last is full."""
         if self.shuffle_seed is not None:
             table = table.take(pa.array(rng.permutation(table.num_rows)))
-        for start in range(0, table.num_rows, self.batch_size):
-            records = table.slice(start, self.batch_size).combine_chunks().to_batches()[0]
-            yield to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+        whole = table.num_rows - table.num_rows % self.batch_size if full_only else table.num_rows
+        for start in range(0, whole, self.batch_size):
+            yield self._batch(table.slice(start, self.batch_size))
+        return table.slice(whole) if full_only else None
+
+    def _batch(self, table: pa.Table) -> CTRBatch:
+        records = table.combine_chunks().to_batches()[0]
+        return to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
 
     def _buffers(self, files: list[str]) -> Iterator[pa.Table]:
         pending, rows = [], 0

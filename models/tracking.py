@@ -34,8 +34,8 @@ class Tracker:
 
     @contextmanager
     def run(self, name: str, parent_run_id: str | None = None) -> Iterator[RunLogger]:
-        tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
-        with mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
+        with mlflow.start_run(run_name=name, nested=parent_run_id is not None, parent_run_id=parent_run_id,
+                              log_system_metrics=True) as run:
             yield RunLogger(run.info.run_id)
 
     @contextmanager

@@ -82,7 +82,8 @@ def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: TrainS
     for epoch in range(1, settings.epochs + 1):
         model.train()
         started, samples, total_loss = time.perf_counter(), 0, 0.0
-        for batch in tqdm(train(), total=train_batches, desc=f"epoch {epoch}", unit="batch", leave=False):
+        for batch in tqdm(train(), total=train_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+                          disable=None):  # a bar on a terminal; in a log, the per-epoch lines only
             optimizer.zero_grad()
             loss = loss_fn(model(batch), batch.labels)
             loss.backward()

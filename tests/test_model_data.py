@@ -16,6 +16,7 @@ from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns
 from models.din import DINMultimodal
 from models.dmf import DMF
 from models.layers import ModelConfig
+from models.splits import SplitReader, training_items
 from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
 
@@ -73,6 +74,38 @@ def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
     assert seen == len(spark_rows)
 
 
+def test_training_items_count_train_targets_and_leave_rare_items_unknown(tables):
+    lake, spark_rows, _ = tables
+    train = spark_rows[spark_rows.split == "train"]
+    counts = train.item_id.value_counts()
+    items = training_items(PinnedTable.open(lake.uri("samples")), min_count=3)
+    assert items.rows == len(train) and items.target_counts == counts.to_dict()
+    frequent = np.sort(counts[counts >= 3].index.to_numpy())
+    assert 0 < len(frequent) < len(counts)  # the fixture has both kinds
+    np.testing.assert_array_equal(items.vocabulary.ids, frequent)
+    rare = counts[counts < 3].index.to_numpy()
+    assert (items.vocabulary.index(rare) == 0).all() and (items.vocabulary.index(frequent) > 0).all()
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 2 << 30], ids=["streamed", "cached"])
+def test_a_training_pass_gives_every_row_once_in_full_batches_shuffled_per_epoch(tables, cache_bytes):
+    lake, spark_rows, _ = tables
+    samples = PinnedTable.open(lake.uri("samples"))
+    reader = SplitReader(samples, "train", 5, Vocabulary(np.arange(1, 30)), ("text",), None, shuffle_seed=0,
+                         cache_bytes=cache_bytes)
+    train = spark_rows[spark_rows.split == "train"]
+    assert len(train) > 16 * 5  # more than one buffer of rows, so rows carry across buffers
+    orders = []
+    for _ in range(3):
+        batches = list(reader)
+        assert all(len(b) == 5 for b in batches[:-1]) and 0 < len(batches[-1]) <= 5
+        pairs = [(int(u), int(i)) for b in batches for u, i in zip(b.user_ids, b.item_ids, strict=True)]
+        assert sorted(pairs) == sorted(zip(train.user_id, train.item_id, strict=True))
+        orders.append(pairs)
+    assert orders[0] != orders[1] != orders[2]
+    assert (reader._cached is None) == (cache_bytes == 0)
+
+
 def test_models_run_on_loaded_batches_and_unknown_items_map_to_zero(tables):
     lake, _, _ = tables
     samples = PinnedTable.open(lake.uri("samples"), version=0)
@@ -115,3 +148,31 @@ def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered
     rows = spark_rows.reset_index().head(6)
     probabilities = loaded.predict(rows)
     assert probabilities.shape == (6,) and ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_compare_trains_every_spec_per_seed_as_child_runs_and_tabulates_them(tables, tmp_path):
+    import mlflow
+
+    from models.config import load_model_spec
+    from models.experiment import DataSource, compare
+    from models.tracking import Tracker
+
+    lake, _, _ = tables
+
+    def quick(name: str):
+        spec = load_model_spec(name)
+        return spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "compare-experiment")
+    table = compare([quick("din"), quick("dmf")], DataSource(lake.uri("samples"), lake.uri("item_embeddings")),
+                    tracker, tmp_path / "reports", seeds=(0, 1), progress=lambda _: None)
+    assert list(table.model) == ["din", "dmf"] and list(table.seeds) == [2, 2]
+    assert all(" ± " in cell for cell in table.test_auc)
+    written = list((tmp_path / "reports").glob("compare-*.md"))
+    assert len(written) == 1 and "| dmf | 2 |" in written[0].read_text()
+    runs = mlflow.search_runs(experiment_names=["compare-experiment"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1"]
+    assert {"din.test_auc_mean", "dmf.test_auc_mean"} <= set(parents[0].data.metrics)
