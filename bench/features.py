@@ -64,6 +64,7 @@ from dmf_features.features import build_features
 from dmf_features.ingest import ingest
 from dmf_features.lake import Lake
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
+from dmf_features.similarity import bucket_edges
 from dmf_features.spark import get_spark
 
 NAME = "features"
@@ -301,11 +302,13 @@ def run_reference(lake: Lake, vectors: dict, shape: Shape, max_samples: int, che
     load = os.getloadavg()[0]
     seconds = 0.0
     done = 0
+    # the job's bucket boundaries, from the same vectors (a stage output, not part of the per-sample work)
+    edges = {m: bucket_edges(matrix, shape.buckets) for m, (_, matrix) in vectors.items()}
     for i, chunk in enumerate(chunks):
         start = time.perf_counter()
         out = reference_features(chunk, vectors, history_length=shape.history_length,
                                  long_history_length=shape.long_history_length, buckets=shape.buckets,
-                                 top_k=shape.top_k)
+                                 top_k=shape.top_k, bucket_edges=edges)
         seconds += time.perf_counter() - start
         done += len(out)
         if check:

@@ -29,9 +29,9 @@ def _epoch_ns(times: pd.Series) -> np.ndarray:
     return naive.astype("datetime64[ns]").to_numpy().astype(np.int64)
 
 
-def _bucket(s: np.ndarray, buckets: int) -> np.ndarray:
-    # Clip both ends: s = 1 falls in B-1 by the min() of the spec, rounding past +-1 stays inside.
-    return np.clip(np.floor((s.astype(np.float64) + 1.0) / 2.0 * buckets), 0, buckets - 1).astype(np.int32)
+def _bucket(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    # The bucket is the number of boundaries at or below the similarity.
+    return (np.asarray(s, np.float32)[:, None] >= edges[None, :]).sum(axis=1).astype(np.int32)
 
 
 def reference_features(
@@ -44,11 +44,13 @@ def reference_features(
     top_k: int,
     behaviour_label: int | None = 1,
     behaviour_event_types: Sequence[str] | None = None,
+    bucket_edges: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per event of `events` (columns user_id, item_id, event_time [tz-aware], event_type,
     label) with its point-in-time history and, per modality m of `vectors` (m -> (item ids [n],
     float32 unit rows [n, d])), the target-aware features `<m>_sim/_mask/_bucket/_hist/
-    _hist_count/_topk_ids/_topk_sims`. Array cells are numpy arrays."""
+    _hist_count/_topk_ids/_topk_sims`. Array cells are numpy arrays. `bucket_edges` (m -> the B - 1
+    float32 boundaries the job used); a modality without is split into B equal widths over [-1, 1]."""
     L, LL, B, K = history_length, long_history_length, buckets, top_k
     ev = events.sort_values(ORDER, kind="stable").reset_index(drop=True)
     ns = _epoch_ns(ev["event_time"])
@@ -69,6 +71,7 @@ def reference_features(
             raise ValueError(f"duplicate item ids in modality {m!r}")
         rows[m] = index.get_indexer(items)
         mats[m] = np.asarray(mat, dtype=np.float64)
+    edges = {m: np.asarray((bucket_edges or {}).get(m, -1.0 + 2.0 * np.arange(1, B) / B), np.float32) for m in vectors}
 
     out: dict[str, list] = {c: [] for c in ["hist_len", "hist_item_ids", "hist_times", "long_len"]}
     for m in vectors:
@@ -98,12 +101,12 @@ def reference_features(
                 sim = np.full(L, np.nan, dtype=np.float32)
                 sim[: len(short)] = s[:L]
                 bucket = np.full(L, -1, dtype=np.int32)
-                bucket[: len(short)][ms] = _bucket(s[:L][ms], B)
+                bucket[: len(short)][ms] = _bucket(s[:L][ms], edges[m])
                 out[f"{m}_sim"].append(sim)
                 out[f"{m}_mask"].append(np.pad(ms, (0, L - len(short))))
                 out[f"{m}_bucket"].append(bucket)
                 count = int(ml.sum())
-                hist = np.bincount(_bucket(sl[ml], B), minlength=B).astype(np.float64)
+                hist = np.bincount(_bucket(sl[ml], edges[m]), minlength=B).astype(np.float64)
                 out[f"{m}_hist"].append((hist / count if count else hist).astype(np.float32))
                 out[f"{m}_hist_count"].append(count)
                 # Best first; the stable sort keeps equal sims in position order = most recent first.

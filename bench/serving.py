@@ -18,6 +18,7 @@ import argparse
 import torch
 
 from bench.common import final_line, time_interleaved, write_results
+from dmf_features.similarity import bucket_edges
 from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ModelConfig
 from models.serving import DecoupledScorer, EarlyFusionScorer, Items
@@ -45,8 +46,11 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=VOCAB, vector_dim=DIMS["fused"], buckets=10, embedding_dim=64, attention_dim=64,
                       mlp=(200, 80))
-    scorers = {"decoupled": DecoupledScorer(DMF(cfg)), "early_fusion": EarlyFusionScorer(DMFEarlyFusion(cfg))}
     g = torch.Generator().manual_seed(1)
+    catalog = random_items(2_000, g)  # the quantile bucket edges of its random pairs, as the feature job finds them
+    edges = {m: bucket_edges(catalog.vectors[m][catalog.present[m]].numpy(), cfg.buckets) for m in DIMS}
+    scorers = {"decoupled": DecoupledScorer(DMF(cfg), edges),
+               "early_fusion": EarlyFusionScorer(DMFEarlyFusion(cfg), edges)}
     pool = [(random_items(args.history, g), random_items(args.candidates, g)) for _ in range(8)]
     # What a server keeps per catalog: each candidate's modality-path term, computed before timing.
     terms = {name: [scorer.item_terms(candidates.vectors["fused"]) for _, candidates in pool]

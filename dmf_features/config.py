@@ -197,7 +197,10 @@ class FeaturesConfig(_Section):
     behaviour: BehaviourConfig = BehaviourConfig()
     history_length: int = Field(50, ge=1, description="L: short-history positions per sample")
     long_history_length: int = Field(500, ge=1, description="L_long: history used for hist and top-k")
-    buckets: int = Field(10, ge=2, description="B: equal-width similarity buckets over [-1, 1]")
+    buckets: int = Field(10, ge=2, description="B: similarity buckets per modality")
+    bucket_edges: Literal["quantile", "equal_width"] = Field(
+        "quantile", description="quantile: each bucket holds an equal share of random item pairs' similarities; "
+                                "equal_width: [-1, 1] split evenly")
     top_k: int = Field(10, ge=1, description="K: most similar long-history items kept per sample")
     split: SplitConfig = SplitConfig(method="leave_last_out")
     negatives: NegativesConfig = NegativesConfig()

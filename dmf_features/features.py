@@ -27,7 +27,7 @@ from dmf_features.samples import (
     behaviour_events, item_availability, negative_samples, observed_samples, with_features,
 )
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
-from dmf_features.similarity import FeatureShape
+from dmf_features.similarity import FeatureShape, bucket_edges
 from dmf_features.spark import session_conf
 from dmf_features.user_sequences import user_sequence_rows
 
@@ -96,14 +96,18 @@ def build_features(
     report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
     loaded = load_item_vectors(spark, lake, report.versions)
     progress("item vectors: " + ", ".join(f"{m} {len(v.ids):,} x {v.matrix.shape[1]}" for m, v in loaded.items()))
+    edges = {m: bucket_edges(v.matrix, features.buckets, features.bucket_edges) for m, v in loaded.items()}
+    progress(f"similarity bucket edges ({features.bucket_edges}): "
+             + "; ".join(f"{m} " + " ".join(f"{e:.3f}" for e in edge) for m, edge in edges.items()))
     vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
     events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
     lineage = {"events_version": lake.version(EVENTS.name), "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name),
                "item_vectors": report.versions, "scope": str(scope),
-               "features": features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"})}
+               "features": features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
+               "bucket_edges": {m: edge.tolist() for m, edge in edges.items()}}
     try:
-        _build(spark, cfg, lake, scope, events, vectors, report, lineage, progress)
+        _build(spark, cfg, lake, scope, events, vectors, edges, report, lineage, progress)
     finally:
         events.unpersist()
     report.seconds = time.monotonic() - started
@@ -111,7 +115,7 @@ def build_features(
 
 
 def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
-           report: FeaturesReport, lineage: dict, progress: Callable[[str], None]) -> None:
+           edges: dict, report: FeaturesReport, lineage: dict, progress: Callable[[str], None]) -> None:
     features = cfg.features
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
     if features.negatives.ratio:
@@ -137,7 +141,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
             behaviours = _behaviours_for_scope(behaviours, samples, scope, features.long_history_length)
         shape = FeatureShape(features.history_length, features.long_history_length, features.buckets, features.top_k)
         # one task per day writes that day's file: the partitions stay one file each
-        rows = with_features(samples, behaviours, vectors, shape, cfg.spark.shuffle_partitions).repartition("date")
+        rows = with_features(samples, behaviours, vectors, shape, edges, cfg.spark.shuffle_partitions).repartition("date")
         total = report.events + report.negatives
         # rows per Arrow batch handed to the feature UDF: its memory is proportional to this
         with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \

@@ -21,7 +21,7 @@ from dmf_features.histories import KIND_BEHAVIOUR, KIND_SAMPLE, HistoryStream, n
 from dmf_features.item_vectors import ModalityVectors
 from dmf_features.negatives import ItemAvailability, draw_negatives
 from dmf_features.schemas import MODALITIES, SAMPLES
-from dmf_features.similarity import FeatureShape, modality_features
+from dmf_features.similarity import FeatureShape, bucket_edges, modality_features
 
 # columns of a sample row before its features are attached (also the negatives UDF's output)
 SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "event_time", "event_type", "label", "is_negative",
@@ -107,9 +107,11 @@ def negative_samples(positives: DataFrame, availability: Broadcast, ratio: int, 
 # ------------------------------------------------------------------------------------- features
 
 def with_features(
-    samples: DataFrame, behaviours: DataFrame, vectors: Broadcast, shape: FeatureShape, partitions: int,
+    samples: DataFrame, behaviours: DataFrame, vectors: Broadcast, shape: FeatureShape,
+    edges: dict[str, np.ndarray], partitions: int,
 ) -> DataFrame:
-    """`samples` rows (SAMPLE_COLUMNS) with histories and features: the `samples` table's rows."""
+    """`samples` rows (SAMPLE_COLUMNS) with histories and features: the `samples` table's rows
+    (`edges`: each modality's bucket boundaries)."""
     sample_rows = samples.select(
         "user_id", "micros", F.lit(KIND_SAMPLE).alias("kind"), "item_id", "event_type", "sample_id", "event_time",
         "label", "is_negative", "split", "split_rule", "date")
@@ -120,15 +122,16 @@ def with_features(
     stream = (sample_rows.unionByName(behaviour_rows)
               .repartition(partitions, "user_id")
               .sortWithinPartitions("user_id", "micros", "kind", "item_id", "event_type"))
-    return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape), SAMPLES.schema)
+    return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape, edges), SAMPLES.schema)
 
 
-def _feature_udf(vectors: Broadcast, shape: FeatureShape):
+def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.ndarray]):
     schema: StructType = SAMPLES.schema
 
     def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stream = HistoryStream(shape.long_history_length)
         by_modality: dict[str, ModalityVectors] = vectors.value
+        no_edges = bucket_edges(_NO_VECTORS.matrix, shape.buckets)  # a modality without vectors: all masked
         for batch in batches:
             users = batch.column("user_id").to_numpy()
             windows = stream.windows(users, batch.column("micros").to_numpy(), batch.column("kind").to_numpy(),
@@ -147,7 +150,8 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape):
                 "long_len": pa.array((windows.hi - windows.lo).astype(np.int32)),
             }
             for modality in MODALITIES:
-                found = modality_features(by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape)
+                found = modality_features(by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape,
+                                          edges.get(modality, no_edges))
                 for name, values in found.items():
                     columns[f"{modality}_{name}"] = _column(values)
             yield pa.RecordBatch.from_arrays(

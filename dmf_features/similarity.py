@@ -29,22 +29,53 @@ class FeatureShape:
     top_k: int  # K
 
 
-def bucket_of(sims: np.ndarray, buckets: int) -> np.ndarray:
-    """Equal-width buckets over [-1, 1]: 0 .. buckets-1 (a similarity of exactly 1 is in the last)."""
-    return np.clip(np.floor((sims + 1.0) / 2.0 * buckets), 0, buckets - 1).astype(np.int32)
+BUCKET_EDGE_METHODS = ("quantile", "equal_width")
+_EDGE_PAIRS = 100_000  # random item pairs whose similarities place the quantile edges
+_EDGE_CHUNK = 10_000
+
+
+def bucket_edges(matrix: np.ndarray, buckets: int, method: str = "quantile", seed: int = 0) -> np.ndarray:
+    """The B - 1 inner boundaries (float32, ascending) of one modality's similarity buckets.
+
+    `equal_width` splits [-1, 1] evenly. `quantile` (the default) puts an equal share of the cosine
+    similarities of random pairs of distinct items (seeded, so a rebuild over the same vectors gets
+    the same edges) in each bucket: real encoders use a narrow band of [-1, 1] (MiniLM titles mostly
+    0.05-0.45, EfficientNet posters 0.25-0.6), and equal widths would put nearly every position in
+    two or three buckets. Fewer than two items fall back to equal widths.
+    """
+    if method not in BUCKET_EDGE_METHODS:
+        raise ValueError(f"bucket edge method must be one of {BUCKET_EDGE_METHODS}, got {method!r}")
+    if method == "equal_width" or len(matrix) < 2:
+        return (-1.0 + 2.0 * np.arange(1, buckets) / buckets).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, len(matrix), _EDGE_PAIRS)
+    second = (first + rng.integers(1, len(matrix), _EDGE_PAIRS)) % len(matrix)  # never the item itself
+    sims = np.concatenate([
+        np.einsum("ij,ij->i", matrix[first[i:i + _EDGE_CHUNK]], matrix[second[i:i + _EDGE_CHUNK]])
+        for i in range(0, _EDGE_PAIRS, _EDGE_CHUNK)])
+    # rounded: a quantile is often the very similarity of some pair, which another summation order
+    # (BLAS in the job, a server's matrix product) could put one rounding step to either side of it
+    return np.round(np.quantile(sims, np.arange(1, buckets) / buckets), 4).astype(np.float32)
+
+
+def bucket_of(sims: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bucket 0 .. len(edges) of each similarity: how many edges are at or below it."""
+    return np.searchsorted(edges, sims, side="right").astype(np.int32)
 
 
 def modality_features(
     vectors: ModalityVectors, windows: Windows, targets: np.ndarray, users: np.ndarray, shape: FeatureShape,
+    edges: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """The seven feature columns of one modality for a batch's samples (arrays with a row per sample)."""
+    """The seven feature columns of one modality for a batch's samples (arrays with a row per sample);
+    `edges`: the modality's bucket boundaries (`bucket_edges`)."""
     sims, valid, positions = long_similarities(vectors, windows, targets, users, shape.long_history_length)
     n, short = len(targets), shape.history_length
     short_valid = valid[:, :short]
     short_sims = np.where(short_valid, sims[:, :short], np.nan).astype(np.float32)
-    short_buckets = np.where(short_valid, bucket_of(np.nan_to_num(short_sims), shape.buckets), -1).astype(np.int32)
+    short_buckets = np.where(short_valid, bucket_of(np.nan_to_num(short_sims), edges), -1).astype(np.int32)
 
-    long_buckets = bucket_of(np.nan_to_num(sims), shape.buckets)
+    long_buckets = bucket_of(np.nan_to_num(sims), edges)
     rows = np.broadcast_to(np.arange(n)[:, None], valid.shape)
     counts = np.bincount((rows * shape.buckets + long_buckets)[valid], minlength=n * shape.buckets)
     counts = counts.reshape(n, shape.buckets)

@@ -86,7 +86,7 @@ def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
         run.log_metrics(metrics)
         run.log_evaluation(test_predictions, cold)
         example = next(samples.batches(sample_columns(modalities), 5))
-        run.log_model(model, spec, vocabulary, vectors, example, buckets)
+        run.log_model(model, spec, vocabulary, vectors, example, lineage)
         return RunResult(spec.name, seed, run.run_id, metrics)
 
 

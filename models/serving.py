@@ -9,6 +9,7 @@ Both give the scores of their models' training forward passes (tested).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +19,10 @@ from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
 
 
 
-def bucket_of(sims: torch.Tensor, buckets: int) -> torch.Tensor:
-    """Equal-width buckets over [-1, 1], as `dmf_features.similarity.bucket_of` writes them to `samples`."""
-    return torch.clamp(torch.floor((sims + 1.0) / 2.0 * buckets), 0, buckets - 1).long()
+def bucket_of(sims: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Each similarity's bucket as `dmf_features.similarity.bucket_of` writes it to `samples`: how many
+    of the modality's boundaries (`bucket_edges` in the samples commit's lineage) are at or below it."""
+    return torch.bucketize(sims, edges, right=True)
 
 
 @dataclass
@@ -39,13 +41,15 @@ class RequestFeatures:
     sim_hist: dict[str, torch.Tensor]  # m -> [N, B]
 
 
-def request_features(history: Items, candidates: Items, modalities, buckets: int) -> RequestFeatures:
-    """Similarities of every candidate with every history item: one [N, D] x [D, L] product per modality."""
+def request_features(history: Items, candidates: Items, edges: dict[str, torch.Tensor]) -> RequestFeatures:
+    """Similarities of every candidate with every history item: one [N, D] x [D, L] product per
+    modality of `edges` (m -> its B - 1 bucket boundaries)."""
     sims, bucket_ids, histograms = {}, {}, {}
-    for modality in modalities:
+    for modality, boundaries in edges.items():
+        buckets = len(boundaries) + 1
         valid = candidates.present[modality][:, None] & history.present[modality][None, :]
         matrix = torch.where(valid, candidates.vectors[modality] @ history.vectors[modality].T, 0.0)
-        slot = torch.where(valid, bucket_of(matrix, buckets), buckets)  # slot `buckets` collects the masked
+        slot = torch.where(valid, bucket_of(matrix, boundaries), buckets)  # slot `buckets` collects the masked
         counts = torch.zeros(len(slot), buckets + 1).scatter_add_(1, slot, torch.ones_like(matrix))[:, :buckets]
         sims[modality], bucket_ids[modality] = matrix, slot.masked_fill(~valid, -1)
         histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
@@ -63,8 +67,16 @@ def training_batch(history: Items, candidates: Items, features: RequestFeatures)
 
 
 class _Scorer:
-    def __init__(self, model: DMF):
+    def __init__(self, model: DMF, bucket_edges: dict[str, Sequence[float]]):
+        """`bucket_edges`: the boundaries the model's training samples were bucketed with (the samples
+        commit's lineage records them; so does the logged model's meta.json)."""
         self.model = model.eval()
+        missing = [m for m in model.cfg.modalities if m not in bucket_edges]
+        wrong = [m for m in model.cfg.modalities if m in bucket_edges and len(bucket_edges[m]) != model.cfg.buckets - 1]
+        if missing or wrong:
+            raise ValueError(f"the model needs {model.cfg.buckets - 1} bucket edges for each of "
+                             f"{list(model.cfg.modalities)}; missing: {missing}, wrong length: {wrong}")
+        self.edges = {m: torch.as_tensor(bucket_edges[m], dtype=torch.float32) for m in model.cfg.modalities}
 
     @torch.inference_mode()
     def item_terms(self, vectors: torch.Tensor) -> torch.Tensor | None:
@@ -90,7 +102,7 @@ class DecoupledScorer(_Scorer):
     def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`)."""
         model = self.model
-        features = request_features(history, candidates, model.cfg.modalities, model.cfg.buckets)
+        features = request_features(history, candidates, self.edges)
         keys, values = model.history_projections(history.ids)  # [L, a], once per request
         target = model.items(candidates.ids)
         query = model.query(target)  # [N, a]
@@ -116,7 +128,7 @@ class EarlyFusionScorer(_Scorer):
     @torch.inference_mode()
     def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model
-        features = request_features(history, candidates, model.cfg.modalities, model.cfg.buckets)
+        features = request_features(history, candidates, self.edges)
         n = len(candidates.ids)
         embedded = model.items(history.ids).expand(n, -1, -1)
         inputs = torch.cat([embedded, similarity_inputs(features.buckets, features.sims, model.cfg.modalities)], dim=-1)

@@ -83,7 +83,9 @@ class RunLogger:
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
     def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
-                  vectors: ItemVectorTable | None, example: pa.RecordBatch, buckets: int) -> None:
+                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict) -> None:
+        """The model, its vocabulary and item vectors, and what a server needs to bucket similarities
+        as the training samples were (`bucket_edges` in meta.json)."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             torch.save(model, folder / "model.pt")
@@ -91,7 +93,8 @@ class RunLogger:
             if vectors is not None:
                 np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
             (folder / "meta.json").write_text(json.dumps({
-                "modalities": list(spec.architecture.modalities), "buckets": buckets,
+                "modalities": list(spec.architecture.modalities), "buckets": lineage["features"]["buckets"],
+                "bucket_edges": lineage.get("bucket_edges"),
                 "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
             frame = _widened(example)
             wrapper = SamplesModel()

@@ -7,7 +7,7 @@ import pytest
 
 from dmf_features.histories import KIND_BEHAVIOUR, KIND_SAMPLE, HistoryStream, newest_first
 from dmf_features.negatives import ItemAvailability, draw_negatives
-from dmf_features.similarity import bucket_of, top_k
+from dmf_features.similarity import bucket_edges, bucket_of, top_k
 
 S, B = KIND_SAMPLE, KIND_BEHAVIOUR
 
@@ -52,8 +52,26 @@ def test_top_k_is_best_first_and_equal_scores_newest_first():
         np.testing.assert_array_equal(values[columns >= 0], expected_values[columns >= 0])
 
 
-def test_buckets_are_equal_width_over_minus_one_to_one():
-    assert bucket_of(np.array([-1.0, -0.51, -0.5, 0.0, 0.49, 0.5, 0.99, 1.0]), 4).tolist() == [0, 0, 1, 2, 2, 3, 3, 3]
+def test_equal_width_buckets_split_minus_one_to_one():
+    edges = bucket_edges(np.eye(3, dtype=np.float32), 4, "equal_width")
+    assert edges.tolist() == [-0.5, 0.0, 0.5]
+    assert bucket_of(np.array([-1.0, -0.51, -0.5, 0.0, 0.49, 0.5, 0.99, 1.0]), edges).tolist() == [0, 0, 1, 2, 2, 3, 3, 3]
+
+
+def test_quantile_edges_follow_the_similarities_of_random_item_pairs():
+    rng = np.random.default_rng(0)
+    # vectors around a common direction: every similarity lies in a narrow band, as real encoders' do
+    matrix = rng.normal(size=(300, 16)).astype(np.float32) * 0.3 + 1.0
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    edges = bucket_edges(matrix, 5)
+    pairs = (matrix @ matrix.T)[np.triu_indices(300, 1)]
+    assert pairs.min() > 0.3 and len(edges) == 4 and (np.diff(edges) > 0).all()
+    np.testing.assert_allclose(np.bincount(bucket_of(pairs, edges), minlength=5) / len(pairs), 0.2, atol=0.01)
+    np.testing.assert_array_equal(bucket_edges(matrix, 5), edges)  # seeded: a rebuild gets the same edges
+    assert bucket_of(np.array([-1.0, 1.0]), edges).tolist() == [0, 4]
+    np.testing.assert_array_equal(bucket_edges(matrix[:1], 5), bucket_edges(matrix, 5, "equal_width"))
+    with pytest.raises(ValueError, match="must be one of"):
+        bucket_edges(matrix, 5, "log")
 
 
 def test_negatives_existed_before_and_are_distinct_and_repeatable():

@@ -19,6 +19,8 @@ from dmf_features.features import FeaturesError, build_features
 from dmf_features.ingest import DateScope
 from dmf_features.lake import Lake
 from dmf_features.schemas import MODALITIES
+from dmf_features.similarity import bucket_edges, bucket_of
+from models.data import PinnedTable
 from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
 L, L_LONG, BUCKETS, K = 5, 12, 8, 4
@@ -89,7 +91,7 @@ def test_every_observed_sample_equals_the_single_process_reference(spark, built)
     cfg, lake, _, samples, vectors = built
     events = read(spark, lake, "events")
     expected = reference_features(events, vectors, history_length=L, long_history_length=L_LONG,
-                                  buckets=BUCKETS, top_k=K).set_index("sample_id")
+                                  buckets=BUCKETS, top_k=K, bucket_edges=edges_of(lake)).set_index("sample_id")
     job = samples[~samples.is_negative].set_index("sample_id")
     assert sorted(job.index) == sorted(expected.index)
     columns = ["hist_len", "hist_item_ids", "hist_times", "long_len",
@@ -98,7 +100,30 @@ def test_every_observed_sample_equals_the_single_process_reference(spark, built)
         assert_same_features(job.loc[sample_id], expected.loc[sample_id], columns)
 
 
-def brute_force(events: pd.DataFrame, vectors: dict, user: int, target: int, when: pd.Timestamp) -> dict:
+def edges_of(lake: Lake) -> dict[str, np.ndarray]:
+    """The bucket boundaries the build recorded in its commit (quantiles of random item pairs)."""
+    recorded = PinnedTable.open(lake.uri("samples")).lineage()["bucket_edges"]
+    return {m: np.array(e, np.float32) for m, e in recorded.items()}
+
+
+def test_quantile_bucket_edges_are_recorded_and_spread_the_similarities_evenly(spark, built):
+    cfg, lake, _, samples, vectors = built
+    edges = edges_of(lake)
+    assert cfg.features.bucket_edges == "quantile" and set(edges) == set(MODALITIES)
+    for modality, edge in edges.items():
+        assert len(edge) == BUCKETS - 1 and (np.diff(edge) > 0).all()
+        np.testing.assert_array_equal(edge, bucket_edges(vectors[modality][1], BUCKETS))
+        # every pair of distinct items: about 1/B of them in each bucket
+        matrix = vectors[modality][1]
+        pairs = (matrix @ matrix.T)[np.triu_indices(len(matrix), 1)]
+        shares = np.bincount(bucket_of(pairs, edge), minlength=BUCKETS) / len(pairs)
+        np.testing.assert_allclose(shares, 1 / BUCKETS, atol=0.02)
+    written = np.concatenate(samples.text_bucket.to_numpy())
+    assert len(np.unique(written[written >= 0])) == BUCKETS  # every bucket in use
+
+
+def brute_force(events: pd.DataFrame, vectors: dict, user: int, target: int, when: pd.Timestamp,
+                edges: dict[str, np.ndarray]) -> dict:
     """Every feature of one sample straight from the definitions, one position at a time."""
     history = events[(events.user_id == user) & (events.label == 1) & (events.event_time < when)]
     history = history.sort_values(["event_time", "item_id", "event_type"], ascending=False)
@@ -110,15 +135,17 @@ def brute_force(events: pd.DataFrame, vectors: dict, user: int, target: int, whe
         lookup = {int(i): matrix[n].astype(np.float64) for n, i in enumerate(ids)}
         sims = [float(lookup[target] @ lookup[i]) if target in lookup and i in lookup else None for i in items]
         real = [(s, pos) for pos, s in enumerate(sims) if s is not None]
-        bucket = [min(int(np.floor((s + 1) / 2 * BUCKETS)), BUCKETS - 1) for s, _ in real]
-        counts = np.bincount(bucket, minlength=BUCKETS) if real else np.zeros(BUCKETS)
+        def bucket(s: float) -> int:  # how many of the recorded boundaries are at or below s
+            return int((edges[modality] <= np.float32(s)).sum())
+
+        buckets = [bucket(s) for s, _ in real]
+        counts = np.bincount(buckets, minlength=BUCKETS) if real else np.zeros(BUCKETS)
         best = sorted(real, key=lambda sp: (-sp[0], sp[1]))[:K]
         short = sims[:L] + [None] * (L - len(sims[:L]))
         out |= {
             f"{modality}_sim": [np.nan if s is None else s for s in short],
             f"{modality}_mask": [s is not None for s in short],
-            f"{modality}_bucket": [-1 if s is None else min(int(np.floor((s + 1) / 2 * BUCKETS)), BUCKETS - 1)
-                                   for s in short],
+            f"{modality}_bucket": [-1 if s is None else bucket(s) for s in short],
             f"{modality}_hist": counts / max(len(real), 1), f"{modality}_hist_count": len(real),
             f"{modality}_topk_ids": [items[p] for _, p in best] + [0] * (K - len(best)),
             f"{modality}_topk_sims": [s for s, _ in best] + [np.nan] * (K - len(best)),
@@ -134,7 +161,7 @@ def test_random_samples_negatives_included_equal_brute_force_from_the_tables(spa
     picked = pd.concat([samples[~samples.is_negative].sample(20, random_state=1),
                         samples[samples.is_negative].sample(10, random_state=1)])
     for _, sample in picked.iterrows():
-        expected = brute_force(events, vectors, sample.user_id, sample.item_id, sample.event_time)
+        expected = brute_force(events, vectors, sample.user_id, sample.item_id, sample.event_time, edges_of(lake))
         assert_same_features(sample, pd.Series(expected), expected.keys())
 
 

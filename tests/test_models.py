@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dmf_features.similarity import bucket_edges
 from dmf_features.similarity import bucket_of as written_bucket
 from models.batch import CTRBatch
 from models.din import DIN, DINMultimodal, ModalityCentric
@@ -80,6 +81,9 @@ def test_padding_never_changes_an_output(name):
     torch.testing.assert_close(model(padded(batch, 3)), model(batch), rtol=0, atol=1e-6)
 
 
+EDGES = {m: [-0.5, -0.1, 0.2, 0.6] for m in MODALITIES}  # B - 1 = 4 boundaries, as a samples commit records them
+
+
 def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
     g = torch.Generator().manual_seed(seed)
 
@@ -99,8 +103,8 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
 def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
-    serving = scorer(model)
-    features = request_features(history, candidates, MODALITIES, CFG.buckets)
+    serving = scorer(model, EDGES)
+    features = request_features(history, candidates, serving.edges)
     with torch.no_grad():
         trained = model(training_batch(history, candidates, features))
     torch.testing.assert_close(serving.score(history, candidates), trained, rtol=0, atol=1e-5)
@@ -109,6 +113,15 @@ def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     assert (features.buckets["image"] == -1).any()  # some items lack an image: masked, not bucket 0
 
 
-def test_serving_buckets_are_the_ones_the_feature_job_writes():
-    sims = np.linspace(-1, 1, 201, dtype=np.float32)
-    np.testing.assert_array_equal(bucket_of(torch.from_numpy(sims), 7).numpy(), written_bucket(sims, 7))
+@pytest.mark.parametrize("method", ["quantile", "equal_width"])
+def test_serving_buckets_are_the_ones_the_feature_job_writes(method):
+    vectors = torch.nn.functional.normalize(torch.randn(500, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    edges = bucket_edges(vectors.numpy(), 7, method)
+    sims = np.r_[np.linspace(-1, 1, 201, dtype=np.float32), edges, (vectors[:50] @ vectors[50:100].T).numpy().ravel()]
+    np.testing.assert_array_equal(bucket_of(torch.from_numpy(sims), torch.from_numpy(edges)).numpy(),
+                                  written_bucket(sims, edges))
+
+
+def test_a_scorer_refuses_bucket_edges_that_do_not_fit_the_model():
+    with pytest.raises(ValueError, match=r"needs 4 bucket edges .* missing: \['fused'\], wrong length: \['image'\]"):
+        DecoupledScorer(build("dmf_gate"), {"text": EDGES["text"], "image": [0.0]})
