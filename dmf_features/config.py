@@ -198,9 +198,10 @@ class FeaturesConfig(_Section):
     history_length: int = Field(50, ge=1, description="L: short-history positions per sample")
     long_history_length: int = Field(500, ge=1, description="L_long: history used for hist and top-k")
     buckets: int = Field(10, ge=2, description="B: similarity buckets per modality")
-    bucket_edges: Literal["quantile", "equal_width"] = Field(
-        "quantile", description="quantile: each bucket holds an equal share of random item pairs' similarities; "
-                                "equal_width: [-1, 1] split evenly")
+    bucket_edges: Literal["observed_range", "quantile", "equal_width"] = Field(
+        "observed_range", description="observed_range: equal widths over the range where 99.8% of random item "
+                                      "pairs' similarities lie; quantile: an equal share of those pairs per bucket; "
+                                      "equal_width: [-1, 1] split evenly")
     top_k: int = Field(10, ge=1, description="K: most similar long-history items kept per sample")
     split: SplitConfig = SplitConfig(method="leave_last_out")
     negatives: NegativesConfig = NegativesConfig()

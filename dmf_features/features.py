@@ -145,7 +145,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         total = report.events + report.negatives
         # rows per Arrow batch handed to the feature UDF: its memory is proportional to this
         with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \
-                SparkProgress(spark, total, "building samples", progress):
+                SparkProgress(spark, total, "building samples", progress, unit="samples"):
             commit = lake.write(rows, SAMPLES.name, mode="overwrite", partition_by=SAMPLES.partition_by,
                                 replace_partitions=scope.partitions(), description=f"samples ({scope})",
                                 lineage=lineage)

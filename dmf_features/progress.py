@@ -2,7 +2,9 @@
 
 Spark reports progress per task, not per row, so items done are estimated as the finished share of
 the action's tasks times the items it processes; work is split into tasks of about
-`embedding.items_per_task` items, which keeps the estimate close.
+`embedding.items_per_task` items, which keeps the estimate close. The estimate never goes back:
+an action that starts another stage adds tasks to the total, and the share shown holds until the
+new tasks catch up.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ class SparkProgress:
     """`with SparkProgress(spark, items, "embedding images", print): df.count()`"""
 
     def __init__(self, spark: SparkSession, items: int, label: str, report: Callable[[str], None],
-                 every_seconds: float = 10.0):
+                 every_seconds: float = 10.0, unit: str = "items"):
         self.spark, self.items, self.label, self.report, self.every = spark, items, label, report, every_seconds
+        self.unit, self._shown = unit, 0
         self.group = f"dmf-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -36,7 +39,8 @@ class SparkProgress:
         self._thread.join()
         self.spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
         elapsed = time.monotonic() - self.start
-        self.report(f"{self.label}: {self.items:,} items in {elapsed:.1f}s ({self.items / max(elapsed, 1e-9):,.1f} items/s)")
+        rate = self.items / max(elapsed, 1e-9)
+        self.report(f"{self.label}: {self.items:,} {self.unit} in {elapsed:.1f}s ({rate:,.1f} {self.unit}/s)")
 
     def done_fraction(self) -> float:
         tracker = self.spark.sparkContext.statusTracker()
@@ -51,6 +55,6 @@ class SparkProgress:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
-            done = int(self.items * self.done_fraction())
-            elapsed = time.monotonic() - self.start
-            self.report(f"{self.label}: {done:,} / {self.items:,} items ({done / elapsed:,.1f} items/s)")
+            self._shown = max(self._shown, int(self.items * self.done_fraction()))
+            rate = self._shown / (time.monotonic() - self.start)
+            self.report(f"{self.label}: {self._shown:,} / {self.items:,} {self.unit} ({rate:,.1f} {self.unit}/s)")

@@ -29,19 +29,23 @@ class FeatureShape:
     top_k: int  # K
 
 
-BUCKET_EDGE_METHODS = ("quantile", "equal_width")
-_EDGE_PAIRS = 100_000  # random item pairs whose similarities place the quantile edges
+BUCKET_EDGE_METHODS = ("observed_range", "quantile", "equal_width")
+_EDGE_PAIRS = 100_000  # random item pairs whose similarities place the edges
 _EDGE_CHUNK = 10_000
+_RANGE_QUANTILES = (0.001, 0.999)  # observed_range: where all but the outermost 0.2% of pairs lie
 
 
-def bucket_edges(matrix: np.ndarray, buckets: int, method: str = "quantile", seed: int = 0) -> np.ndarray:
+def bucket_edges(matrix: np.ndarray, buckets: int, method: str = "observed_range", seed: int = 0) -> np.ndarray:
     """The B - 1 inner boundaries (float32, ascending) of one modality's similarity buckets.
 
-    `equal_width` splits [-1, 1] evenly. `quantile` (the default) puts an equal share of the cosine
-    similarities of random pairs of distinct items (seeded, so a rebuild over the same vectors gets
-    the same edges) in each bucket: real encoders use a narrow band of [-1, 1] (MiniLM titles mostly
-    0.05-0.45, EfficientNet posters 0.25-0.6), and equal widths would put nearly every position in
-    two or three buckets. Fewer than two items fall back to equal widths.
+    Real encoders use a narrow band of [-1, 1] (MiniLM titles mostly 0.05-0.45, EfficientNet posters
+    0.25-0.6), so `equal_width` over [-1, 1] puts nearly every position in two or three buckets.
+    `observed_range` (the default) splits evenly the range that 99.8% of the similarities of random
+    pairs of distinct items fall in, which keeps the resolution of equal widths in the rare, most
+    similar tail (a sequel, a remake), where most of the click signal is; `quantile` gives each bucket
+    an equal share of those pairs instead, which spends the buckets on the crowded middle. The pairs
+    are seeded, so a rebuild over the same vectors gets the same edges. Fewer than two items fall
+    back to equal widths over [-1, 1].
     """
     if method not in BUCKET_EDGE_METHODS:
         raise ValueError(f"bucket edge method must be one of {BUCKET_EDGE_METHODS}, got {method!r}")
@@ -53,9 +57,14 @@ def bucket_edges(matrix: np.ndarray, buckets: int, method: str = "quantile", see
     sims = np.concatenate([
         np.einsum("ij,ij->i", matrix[first[i:i + _EDGE_CHUNK]], matrix[second[i:i + _EDGE_CHUNK]])
         for i in range(0, _EDGE_PAIRS, _EDGE_CHUNK)])
+    if method == "quantile":
+        edges = np.quantile(sims, np.arange(1, buckets) / buckets)
+    else:
+        low, high = np.quantile(sims, _RANGE_QUANTILES)
+        edges = low + (high - low) * np.arange(1, buckets) / buckets
     # rounded: a quantile is often the very similarity of some pair, which another summation order
     # (BLAS in the job, a server's matrix product) could put one rounding step to either side of it
-    return np.round(np.quantile(sims, np.arange(1, buckets) / buckets), 4).astype(np.float32)
+    return np.round(edges, 4).astype(np.float32)
 
 
 def bucket_of(sims: np.ndarray, edges: np.ndarray) -> np.ndarray:

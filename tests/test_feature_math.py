@@ -58,20 +58,33 @@ def test_equal_width_buckets_split_minus_one_to_one():
     assert bucket_of(np.array([-1.0, -0.51, -0.5, 0.0, 0.49, 0.5, 0.99, 1.0]), edges).tolist() == [0, 0, 1, 2, 2, 3, 3, 3]
 
 
-def test_quantile_edges_follow_the_similarities_of_random_item_pairs():
-    rng = np.random.default_rng(0)
-    # vectors around a common direction: every similarity lies in a narrow band, as real encoders' do
-    matrix = rng.normal(size=(300, 16)).astype(np.float32) * 0.3 + 1.0
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+def narrow_band_vectors(n: int = 300) -> np.ndarray:
+    """Unit vectors around a common direction: every similarity in a narrow band, as real encoders'."""
+    matrix = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32) * 0.3 + 1.0
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def test_observed_range_edges_split_evenly_where_random_item_pairs_lie():
+    matrix = narrow_band_vectors()
+    pairs = (matrix @ matrix.T)[np.triu_indices(len(matrix), 1)]
     edges = bucket_edges(matrix, 5)
-    pairs = (matrix @ matrix.T)[np.triu_indices(300, 1)]
-    assert pairs.min() > 0.3 and len(edges) == 4 and (np.diff(edges) > 0).all()
-    np.testing.assert_allclose(np.bincount(bucket_of(pairs, edges), minlength=5) / len(pairs), 0.2, atol=0.01)
+    assert pairs.min() > 0.3 and len(edges) == 4
+    low, high = np.quantile(pairs, [0.001, 0.999])
+    np.testing.assert_allclose(edges, low + (high - low) * np.arange(1, 5) / 5, atol=2e-3)
+    shares = np.bincount(bucket_of(pairs, edges), minlength=5) / len(pairs)
+    assert (shares > 0.005).all() and shares.max() < 0.5  # every bucket used, none holding most pairs
     np.testing.assert_array_equal(bucket_edges(matrix, 5), edges)  # seeded: a rebuild gets the same edges
     assert bucket_of(np.array([-1.0, 1.0]), edges).tolist() == [0, 4]
     np.testing.assert_array_equal(bucket_edges(matrix[:1], 5), bucket_edges(matrix, 5, "equal_width"))
     with pytest.raises(ValueError, match="must be one of"):
         bucket_edges(matrix, 5, "log")
+
+
+def test_quantile_edges_give_each_bucket_an_equal_share_of_random_item_pairs():
+    matrix = narrow_band_vectors()
+    edges = bucket_edges(matrix, 5, "quantile")
+    pairs = (matrix @ matrix.T)[np.triu_indices(len(matrix), 1)]
+    np.testing.assert_allclose(np.bincount(bucket_of(pairs, edges), minlength=5) / len(pairs), 0.2, atol=0.01)
 
 
 def test_negatives_existed_before_and_are_distinct_and_repeatable():
