@@ -8,7 +8,7 @@ runs them, with each candidate's modality-path term precomputed per catalog (`it
 again without (`_uncached`). Untrained models: the cost
 does not depend on the weights.
 
-    python -m bench.serving [--quick] [--candidates 1200] [--history 50]
+    python -m bench.serving [--quick] [--candidates 1200] [--history 50] [--long-history 500]
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 requests per scorer instead of 200")
     parser.add_argument("--candidates", type=int, default=1200)
-    parser.add_argument("--history", type=int, default=50)
+    parser.add_argument("--history", type=int, default=50, help="L: history items the attention reads")
+    parser.add_argument("--long-history", type=int, default=None,
+                        help="L_long: history items the similarity histograms count (default: L)")
     args = parser.parse_args()
     requests = 20 if args.quick else 200
     torch.set_num_threads(1)
@@ -49,9 +51,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
     catalog = random_items(2_000, g)  # the quantile bucket edges of its random pairs, as the feature job finds them
     edges = {m: bucket_edges(catalog.vectors[m][catalog.present[m]].numpy(), cfg.buckets) for m in DIMS}
-    scorers = {"decoupled": DecoupledScorer(DMF(cfg), edges),
-               "early_fusion": EarlyFusionScorer(DMFEarlyFusion(cfg), edges)}
-    pool = [(random_items(args.history, g), random_items(args.candidates, g)) for _ in range(8)]
+    scorers = {"decoupled": DecoupledScorer(DMF(cfg), edges, args.history),
+               "early_fusion": EarlyFusionScorer(DMFEarlyFusion(cfg), edges, args.history)}
+    long_history = max(args.long_history or args.history, args.history)
+    pool = [(random_items(long_history, g), random_items(args.candidates, g)) for _ in range(8)]
     # What a server keeps per catalog: each candidate's modality-path term, computed before timing.
     terms = {name: [scorer.item_terms(candidates.vectors["fused"]) for _, candidates in pool]
              for name, scorer in scorers.items()}
@@ -68,7 +71,8 @@ def main() -> None:
                          "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2)}
     ratio = figures["decoupled"]["rps"] / figures["early_fusion"]["rps"]
     ratio_uncached = figures["decoupled_uncached"]["rps"] / figures["early_fusion_uncached"]["rps"]
-    settings = {"candidates": args.candidates, "history": args.history, "requests_per_scorer": requests,
+    settings = {"candidates": args.candidates, "history": args.history, "long_history": long_history,
+                "requests_per_scorer": requests,
                 "torch_threads": 1, "model": {"embedding_dim": 64, "attention_dim": 64, "buckets": 10,
                                               "modalities": list(DIMS), "vector_dims": DIMS}}
     write_results("serving", {"ratio": round(ratio, 3), "ratio_uncached": round(ratio_uncached, 3), **figures},
@@ -77,7 +81,8 @@ def main() -> None:
         "decoupled_rps": figures["decoupled"]["rps"], "early_fusion_rps": figures["early_fusion"]["rps"],
         "decoupled_p50_ms": figures["decoupled"]["p50_ms"], "decoupled_p99_ms": figures["decoupled"]["p99_ms"],
         "early_fusion_p50_ms": figures["early_fusion"]["p50_ms"], "early_fusion_p99_ms": figures["early_fusion"]["p99_ms"],
-        "ratio_uncached": round(ratio_uncached, 3), "candidates": args.candidates, "history": args.history}))
+        "ratio_uncached": round(ratio_uncached, 3), "candidates": args.candidates, "history": args.history,
+        "long_history": long_history}))
 
 
 def _request_loop(scorer, pool, terms):

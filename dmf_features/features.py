@@ -181,7 +181,8 @@ def _merge_user_sequences(
     changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
     as_of = events.agg(F.max("event_time")).first()[0]
     rows = user_sequence_rows(behaviours.join(changed_users, "user_id", "left_semi"), vectors,
-                              cfg.features.history_length, cfg.features.sequence_vectors, as_of)
+                              cfg.features.history_length, cfg.features.long_history_length,
+                              cfg.features.sequence_vectors, as_of)
     # a row holds L vectors per modality (about 0.7 MB at L=50 with the default encoders): the merge
     # reads the table's rows a few at a time, not Spark's default 4,096 at once
     with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):

@@ -109,7 +109,7 @@ USER_SEQUENCES = TableSpec(
     "user_sequences",
     _schema(
         "user_id bigint, as_of timestamp, last_event_time timestamp, hist_len int, hist_item_ids array<bigint>, "
-        "hist_event_times array<timestamp>, hist_event_types array<string>, "
+        "hist_event_times array<timestamp>, hist_event_types array<string>, long_hist_item_ids array<bigint>, "
         + ", ".join(f"{m}_vectors array<array<float>>" for m in MODALITIES)
     ),
     keys=("user_id",),

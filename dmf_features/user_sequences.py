@@ -3,7 +3,9 @@
 One row per user: the newest `history_length` behaviours (newest first, the same order and ties as
 the samples' histories), their times and types, and per stored modality the items' vectors (null
 where an item has no vector of that modality), so a scorer serves a user from one row, without a
-join. `as_of` is the newest event time in `events` when the row was built.
+join; and the ids of the newest `long_history_length` behaviours, whose similarities with a
+candidate make its histogram, as they do in `samples`. `as_of` is the newest event time in
+`events` when the row was built.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from dmf_features.schemas import MODALITIES, USER_SEQUENCES
 
 
 def user_sequence_rows(
-    behaviours: DataFrame, vectors: Broadcast, history_length: int, stored: Sequence[str], as_of: dt.datetime,
+    behaviours: DataFrame, vectors: Broadcast, history_length: int, long_history_length: int,
+    stored: Sequence[str], as_of: dt.datetime,
 ) -> DataFrame:
     """One `user_sequences` row per user in `behaviours` (user_id, item_id, event_time, event_type)."""
     newest = Window.partitionBy("user_id").orderBy(F.desc("event_time"), F.desc("item_id"), F.desc("event_type"))
-    latest = behaviours.withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= history_length)
+    latest = behaviours.withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_history_length)
     grouped = latest.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("event_time", "item_id", "event_type")), asc=False).alias("h"))
-    rows = grouped.select(
+        F.sort_array(F.collect_list(F.struct("event_time", "item_id", "event_type")), asc=False).alias("long"))
+    short = F.slice("long", 1, history_length).alias("h")
+    rows = grouped.select("user_id", "long", short).select(
         "user_id", F.lit(as_of).cast("timestamp").alias("as_of"), F.col("h")[0]["event_time"].alias("last_event_time"),
         F.size("h").alias("hist_len"), F.col("h.item_id").alias("hist_item_ids"),
         F.col("h.event_time").alias("hist_event_times"), F.col("h.event_type").alias("hist_event_types"),
+        F.col("long.item_id").alias("long_hist_item_ids"),
     )
     stored = tuple(stored)
 

@@ -78,11 +78,17 @@ class ItemVectorTable:
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """Vectors [..., D] of `item_ids`; zeros for an item without one."""
-        flat = item_ids.reshape(-1)
-        rows = np.minimum(np.searchsorted(self.ids, flat), len(self.ids) - 1)
-        found = self.ids[rows] == flat
+        rows, found = self._rows(item_ids.reshape(-1))
         out = np.where(found[:, None], self.matrix[rows], 0.0).astype(np.float32)
         return out.reshape(*item_ids.shape, self.dim)
+
+    def contains(self, item_ids: np.ndarray) -> np.ndarray:
+        """Whether each of `item_ids` has a vector."""
+        return self._rows(item_ids.reshape(-1))[1].reshape(item_ids.shape)
+
+    def _rows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.minimum(np.searchsorted(self.ids, flat), len(self.ids) - 1)
+        return rows, self.ids[rows] == flat
 
 
 @dataclass(frozen=True)

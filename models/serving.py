@@ -1,7 +1,8 @@
 """Scoring one user's request: the user's `user_sequences` row and N candidates.
 
-All N x L similarities per modality come from one matrix product. `DecoupledScorer` (DMF) projects
-the history once per request and adds per candidate only bucket-embedding lookups;
+All N x L_long similarities per modality come from one matrix product; the first L give each
+candidate's `sim` and `bucket`, all of them its `hist`, as in `samples`. `DecoupledScorer` (DMF)
+projects the history once per request and adds per candidate only bucket-embedding lookups;
 `EarlyFusionScorer` (the paper's baseline) must project [e_j, similarities] for every candidate.
 Both give the scores of their models' training forward passes (tested).
 """
@@ -9,12 +10,14 @@ Both give the scores of their models' training forward passes (tested).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from models.batch import TARGET_VECTOR_MODALITY, CTRBatch
+from models.data import ItemVectorTable, Vocabulary
 from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
 
 
@@ -33,17 +36,37 @@ class Items:
     vectors: dict[str, torch.Tensor]  # m -> [n, D_m], rows of absent items are ignored
     present: dict[str, torch.Tensor]  # m -> [n] bool
 
+    @classmethod
+    def from_catalog(cls, item_ids: np.ndarray, vocabulary: Vocabulary,
+                     catalog: Mapping[str, ItemVectorTable]) -> Items:
+        """Items by raw id: their model vocabulary indices, and per modality their vectors from the
+        catalog (the item_embeddings versions the model was trained with); an item without one is absent."""
+        item_ids = np.asarray(item_ids, np.int64)
+        return cls(torch.from_numpy(vocabulary.index(item_ids)),
+                   {m: torch.from_numpy(table.lookup(item_ids)) for m, table in catalog.items()},
+                   {m: torch.from_numpy(table.contains(item_ids)) for m, table in catalog.items()})
+
+
+def request_history(user_sequence: Mapping, vocabulary: Vocabulary, catalog: Mapping[str, ItemVectorTable]) -> Items:
+    """A user's `user_sequences` row (its columns by name) as a request's history: the long history,
+    newest first, whose first `history_length` items are the short history the attention reads.
+    Vectors come from the catalog, as the candidates' do, so that they are the ones the model was
+    trained with even when the row was built from other encoder versions."""
+    return Items.from_catalog(user_sequence["long_hist_item_ids"], vocabulary, catalog)
+
 
 @dataclass
 class RequestFeatures:
     sims: dict[str, torch.Tensor]  # m -> [N, L], 0 where masked
     buckets: dict[str, torch.Tensor]  # m -> [N, L], -1 where masked
-    sim_hist: dict[str, torch.Tensor]  # m -> [N, B]
+    sim_hist: dict[str, torch.Tensor]  # m -> [N, B], over the whole (long) history
 
 
-def request_features(history: Items, candidates: Items, edges: dict[str, torch.Tensor]) -> RequestFeatures:
-    """Similarities of every candidate with every history item: one [N, D] x [D, L] product per
-    modality of `edges` (m -> its B - 1 bucket boundaries)."""
+def request_features(history: Items, candidates: Items, edges: dict[str, torch.Tensor],
+                     history_length: int) -> RequestFeatures:
+    """What `samples` holds for each candidate as the target, from one [N, D] x [D, L_long] product
+    per modality of `edges` (m -> its B - 1 bucket boundaries): similarity and bucket of each of the
+    first `history_length` history items, and the similarity histogram of the whole history."""
     sims, bucket_ids, histograms = {}, {}, {}
     for modality, boundaries in edges.items():
         buckets = len(boundaries) + 1
@@ -51,26 +74,27 @@ def request_features(history: Items, candidates: Items, edges: dict[str, torch.T
         matrix = torch.where(valid, candidates.vectors[modality] @ history.vectors[modality].T, 0.0)
         slot = torch.where(valid, bucket_of(matrix, boundaries), buckets)  # slot `buckets` collects the masked
         counts = torch.zeros(len(slot), buckets + 1).scatter_add_(1, slot, torch.ones_like(matrix))[:, :buckets]
-        sims[modality], bucket_ids[modality] = matrix, slot.masked_fill(~valid, -1)
+        sims[modality] = matrix[:, :history_length]
+        bucket_ids[modality] = slot.masked_fill(~valid, -1)[:, :history_length]
         histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
     return RequestFeatures(sims, bucket_ids, histograms)
 
 
-def training_batch(history: Items, candidates: Items, features: RequestFeatures) -> CTRBatch:
-    """The same request as a training batch: one row per candidate, the history repeated."""
-    n, length = len(candidates.ids), len(history.ids)
+def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int) -> CTRBatch:
+    """The same request as a training batch: one row per candidate, the (short) history repeated."""
+    n, short = len(candidates.ids), history.ids[:history_length]
     return CTRBatch(
         user_ids=torch.zeros(n, dtype=torch.long), target_ids=candidates.ids,
-        hist_ids=history.ids.expand(n, length), hist_mask=torch.ones(n, length, dtype=torch.bool),
+        hist_ids=short.expand(n, len(short)), hist_mask=torch.ones(n, len(short), dtype=torch.bool),
         buckets=features.buckets, sims=features.sims, sim_hist=features.sim_hist,
         target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY))
 
 
 class _Scorer:
-    def __init__(self, model: DMF, bucket_edges: dict[str, Sequence[float]]):
-        """`bucket_edges`: the boundaries the model's training samples were bucketed with (the samples
-        commit's lineage records them; so does the logged model's meta.json)."""
-        self.model = model.eval()
+    def __init__(self, model: DMF, bucket_edges: Mapping[str, Sequence[float]], history_length: int):
+        """`bucket_edges` and `history_length` (L): what the model's training samples were built with
+        (the samples commit's lineage records them; so does the logged model's meta.json)."""
+        self.model, self.history_length = model.eval(), history_length
         missing = [m for m in model.cfg.modalities if m not in bucket_edges]
         wrong = [m for m in model.cfg.modalities if m in bucket_edges and len(bucket_edges[m]) != model.cfg.buckets - 1]
         if missing or wrong:
@@ -88,7 +112,7 @@ class _Scorer:
 
     def _finish(self, target: torch.Tensor, interest: torch.Tensor, history: Items, candidates: Items,
                 features: RequestFeatures, item_terms: torch.Tensor | None) -> torch.Tensor:
-        batch = training_batch(history, candidates, features)
+        batch = training_batch(history, candidates, features, self.history_length)
         return self.model.combine(target, interest, batch, item_terms).squeeze(-1)
 
 
@@ -102,8 +126,8 @@ class DecoupledScorer(_Scorer):
     def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`)."""
         model = self.model
-        features = request_features(history, candidates, self.edges)
-        keys, values = model.history_projections(history.ids)  # [L, a], once per request
+        features = request_features(history, candidates, self.edges, self.history_length)
+        keys, values = model.history_projections(history.ids[:self.history_length])  # [L, a], once per request
         target = model.items(candidates.ids)
         query = model.query(target)  # [N, a]
         scores = query @ keys.T  # [N, L]
@@ -128,9 +152,9 @@ class EarlyFusionScorer(_Scorer):
     @torch.inference_mode()
     def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model
-        features = request_features(history, candidates, self.edges)
+        features = request_features(history, candidates, self.edges, self.history_length)
         n = len(candidates.ids)
-        embedded = model.items(history.ids).expand(n, -1, -1)
+        embedded = model.items(history.ids[:self.history_length]).expand(n, -1, -1)
         inputs = torch.cat([embedded, similarity_inputs(features.buckets, features.sims, model.cfg.modalities)], dim=-1)
         keys, values = model.key(inputs), model.value(inputs)  # [N, L, a]: recomputed per candidate
         target = model.items(candidates.ids)

@@ -199,8 +199,10 @@ def test_user_sequences_hold_the_latest_history_with_vectors(spark, built):
     assert sorted(rows.index) == sorted(clicks.user_id.unique())
     image = dict(zip(vectors["image"][0].tolist(), vectors["image"][1], strict=True))
     for user, row in rows.iterrows():
-        mine = clicks[clicks.user_id == user].sort_values(["event_time", "item_id"], ascending=False).head(L)
+        newest = clicks[clicks.user_id == user].sort_values(["event_time", "item_id"], ascending=False)
+        mine = newest.head(L)
         assert list(row.hist_item_ids) == mine.item_id.tolist()
+        assert list(row.long_hist_item_ids) == newest.item_id.head(L_LONG).tolist()
         assert row.as_of == events.event_time.max() and row.last_event_time == mine.event_time.iloc[0]
         for item, vector in zip(row.hist_item_ids, row.image_vectors, strict=True):
             if item in image:

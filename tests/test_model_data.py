@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+import torch
 
 from dmf_features.config import load_config
 from dmf_features.features import build_features
@@ -16,6 +18,7 @@ from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns
 from models.din import DINMultimodal
 from models.dmf import DMF
 from models.layers import ModelConfig
+from models.serving import DecoupledScorer, Items, request_features, request_history
 from models.splits import SplitReader, training_items
 from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
@@ -176,3 +179,42 @@ def test_compare_trains_every_spec_per_seed_as_child_runs_and_tabulates_them(tab
     assert len(parents) == 1 and len(children) == 4
     assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1"]
     assert {"din.test_auc_mean", "dmf.test_auc_mean"} <= set(parents[0].data.metrics)
+
+
+def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_training_scores(tables):
+    """A sample later than the user's newest behaviour has exactly the row's history: given the row
+    and that sample's target as a candidate, the scorer must find the features the job wrote and
+    the score the model gives the sample's row."""
+    lake, spark_rows, _ = tables
+    samples = PinnedTable.open(lake.uri("samples"))
+    lineage = samples.lineage()
+    embeddings = PinnedTable.open(lake.uri("item_embeddings"), lineage["item_embeddings_version"])
+    catalog = {m: ItemVectorTable.load(embeddings, m, v) for m, v in lineage["item_vectors"].items()}
+    sequences = PinnedTable.open(lake.uri("user_sequences"))
+    rows = pa.Table.from_batches(list(sequences.batches(["user_id", "last_event_time", "long_hist_item_ids"], 64)))
+    vocabulary, length = Vocabulary(np.arange(1, 30)), lineage["features"]["history_length"]
+    torch.manual_seed(0)
+    model = DMF(ModelConfig(vocab_size=len(vocabulary), vector_dim=catalog["fused"].dim,
+                            buckets=lineage["features"]["buckets"])).eval()
+    scorer = DecoupledScorer(model, lineage["bucket_edges"], length)
+    checked = 0
+    for row in rows.to_pylist():
+        newest = pd.Timestamp(row["last_event_time"]).tz_convert(None)
+        later = spark_rows[(spark_rows.user_id == row["user_id"]) & (spark_rows.event_time > newest)]
+        if later.empty:
+            continue
+        history = request_history(row, vocabulary, catalog)
+        candidates = Items.from_catalog(later.item_id.to_numpy(), vocabulary, catalog)
+        features = request_features(history, candidates, scorer.edges, length)
+        for m in ("text", "image", "fused"):
+            short = later.hist_len.max()
+            np.testing.assert_array_equal(features.buckets[m].numpy(), np.stack(later[f"{m}_bucket"])[:, :short])
+            np.testing.assert_allclose(features.sims[m].numpy(), np.nan_to_num(np.stack(later[f"{m}_sim"]))[:, :short],
+                                       atol=1e-6)
+            np.testing.assert_allclose(features.sim_hist[m].numpy(), np.stack(later[f"{m}_hist"]), atol=1e-6)
+        records = pa.RecordBatch.from_pandas(later[sample_columns(("text", "image", "fused"))], preserve_index=False)
+        with torch.no_grad():
+            trained = model(to_batch(records, vocabulary, ("text", "image", "fused"), catalog["fused"]))
+        torch.testing.assert_close(scorer.score(history, candidates), trained, rtol=0, atol=1e-5)
+        checked += len(later)
+    assert checked >= 3

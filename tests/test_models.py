@@ -82,6 +82,7 @@ def test_padding_never_changes_an_output(name):
 
 
 EDGES = {m: [-0.5, -0.1, 0.2, 0.6] for m in MODALITIES}  # B - 1 = 4 boundaries, as a samples commit records them
+SHORT = 4  # L: the request's history holds 6 items, the long history; the attention reads the newest 4
 
 
 def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
@@ -103,14 +104,21 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
 def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
-    serving = scorer(model, EDGES)
-    features = request_features(history, candidates, serving.edges)
+    serving = scorer(model, EDGES, SHORT)
+    features = request_features(history, candidates, serving.edges, SHORT)
     with torch.no_grad():
-        trained = model(training_batch(history, candidates, features))
+        trained = model(training_batch(history, candidates, features, SHORT))
     torch.testing.assert_close(serving.score(history, candidates), trained, rtol=0, atol=1e-5)
     catalog_terms = serving.item_terms(candidates.vectors["fused"])  # as a server precomputes them
     torch.testing.assert_close(serving.score(history, candidates, catalog_terms), trained, rtol=0, atol=1e-5)
     assert (features.buckets["image"] == -1).any()  # some items lack an image: masked, not bucket 0
+    assert features.buckets["text"].shape == features.sims["text"].shape == (len(candidates.ids), SHORT)
+    # the histograms count the whole (long) history of 6 items, as `samples` does
+    full = candidates.vectors["text"] @ history.vectors["text"].T
+    valid = candidates.present["text"][:, None] & history.present["text"][None, :]
+    counts = torch.stack([torch.bincount(bucket_of(row[ok], serving.edges["text"]), minlength=CFG.buckets)
+                          for row, ok in zip(full, valid, strict=True)]).float()
+    torch.testing.assert_close(features.sim_hist["text"], counts / counts.sum(1, keepdim=True).clamp(min=1))
 
 
 @pytest.mark.parametrize("method", ["quantile", "equal_width"])
@@ -124,4 +132,4 @@ def test_serving_buckets_are_the_ones_the_feature_job_writes(method):
 
 def test_a_scorer_refuses_bucket_edges_that_do_not_fit_the_model():
     with pytest.raises(ValueError, match=r"needs 4 bucket edges .* missing: \['fused'\], wrong length: \['image'\]"):
-        DecoupledScorer(build("dmf_gate"), {"text": EDGES["text"], "image": [0.0]})
+        DecoupledScorer(build("dmf_gate"), {"text": EDGES["text"], "image": [0.0]}, SHORT)
