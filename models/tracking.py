@@ -85,7 +85,7 @@ class RunLogger:
     def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
                   vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict) -> None:
         """The model, its vocabulary and item vectors, and what a server needs to bucket similarities
-        as the training samples were (`bucket_edges` in meta.json)."""
+        as the training samples were (`bucket_edges` and `history_length` in meta.json)."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             torch.save(model, folder / "model.pt")
@@ -94,7 +94,7 @@ class RunLogger:
                 np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
             (folder / "meta.json").write_text(json.dumps({
                 "modalities": list(spec.architecture.modalities), "buckets": lineage["features"]["buckets"],
-                "bucket_edges": lineage.get("bucket_edges"),
+                "bucket_edges": lineage.get("bucket_edges"), "history_length": lineage["features"]["history_length"],
                 "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
             frame = _widened(example)
             wrapper = SamplesModel()
