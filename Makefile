@@ -42,4 +42,4 @@ lake: $(STAMP)
 	dmf lake list --config $(CONFIG)
 
 clean:
-	rm -rf lake reports data mlflow.db spark-warehouse
+	rm -rf lake reports data mlflow.db mlruns spark-warehouse

@@ -158,8 +158,9 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
                             f"!= {report.samples_written:,} rows written")
 
     progress("merging user_sequences")
-    report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors, lineage))
-    report.users_updated = report.commits[-1].rows_changed or 0
+    report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors, lineage, progress))
+    sequences = report.commits[-1]  # a merge counts the rows it changed, a rebuild the rows it wrote
+    report.users_updated = sequences.rows_changed if sequences.rows_changed is not None else sequences.rows_written
 
 
 def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: DateScope, long_length: int) -> DataFrame:
@@ -176,10 +177,18 @@ def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: Date
 
 def _merge_user_sequences(
     spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors, lineage: dict,
+    progress: Callable[[str], None],
 ) -> CommitResult:
     behaviours = behaviour_events(events, cfg.features.behaviour)
-    changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
     as_of = events.agg(F.max("event_time")).first()[0]
+    missing = _missing_columns(lake, USER_SEQUENCES.name, USER_SEQUENCES.schema.names)
+    if missing:  # written by an earlier version: every row needs the new columns, not only the changed users'
+        progress(f"user_sequences lacks the columns {missing} of this version: rebuilding it for every user")
+        rows = user_sequence_rows(behaviours, vectors, cfg.features.history_length, cfg.features.long_history_length,
+                                  cfg.features.sequence_vectors, as_of)
+        return lake.write(rows, USER_SEQUENCES.name, mode="overwrite", schema_mode="merge",
+                          description="user_sequences (rebuilt for a new schema)", lineage=lineage)
+    changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
     rows = user_sequence_rows(behaviours.join(changed_users, "user_id", "left_semi"), vectors,
                               cfg.features.history_length, cfg.features.long_history_length,
                               cfg.features.sequence_vectors, as_of)
@@ -188,3 +197,11 @@ def _merge_user_sequences(
     with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):
         return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})",
                           lineage=lineage)
+
+
+def _missing_columns(lake: Lake, table: str, columns) -> list[str]:
+    """Columns of `columns` that an existing `table` lacks (none when it does not exist yet)."""
+    if not lake.exists(table):
+        return []
+    present = {field.name for field in lake.delta(table).schema().fields}
+    return [c for c in columns if c not in present]
