@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from models.batch import CTRBatch
 
@@ -30,7 +31,16 @@ class PinnedTable:
 
     @classmethod
     def open(cls, uri: str, version: int | None = None, storage_options: dict | None = None) -> PinnedTable:
-        table = DeltaTable(uri, version=version, storage_options=storage_options)
+        """The table at `version` (default: the latest); LookupError when there is no such table or version."""
+        try:
+            table = DeltaTable(uri, version=version, storage_options=storage_options)
+        except TableNotFoundError:
+            raise LookupError(f"there is no Delta table at {uri}") from None
+        except DeltaError:
+            if version is None:
+                raise
+            latest = DeltaTable(uri, storage_options=storage_options).version()
+            raise LookupError(f"{uri} has no version {version} (the latest is {latest})") from None
         return cls(uri, table.version(), tuple(table.file_uris()))
 
     def lineage(self) -> dict:

@@ -39,7 +39,12 @@ class RunResult:
 def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
               progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
     seed_everything(seed)
-    samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
+    try:
+        samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
+    except LookupError as e:
+        hint = "" if source.samples_version is not None else \
+            ": build samples with `dmf features` (after `dmf ingest` and `dmf embed`)"
+        raise LookupError(f"{e}{hint}") from None
     lineage = samples.lineage()
     if not lineage:
         raise LookupError(f"samples version {samples.version} has no lineage: rebuild it with `dmf features`")

@@ -14,6 +14,7 @@ import torch
 from dmf_features.config import load_config
 from dmf_features.features import build_features
 from dmf_features.lake import Lake
+from models.config import load_model_spec
 from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns, to_batch
 from models.din import DINMultimodal
 from models.dmf import DMF
@@ -126,7 +127,6 @@ def test_models_run_on_loaded_batches_and_unknown_items_map_to_zero(tables):
 def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered_model(tables, tmp_path):
     import mlflow
 
-    from models.config import load_model_spec
     from models.experiment import DataSource, train_run
     from models.tracking import Tracker
 
@@ -156,7 +156,6 @@ def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered
 def test_compare_trains_every_spec_per_seed_as_child_runs_and_tabulates_them(tables, tmp_path):
     import mlflow
 
-    from models.config import load_model_spec
     from models.experiment import DataSource, compare
     from models.tracking import Tracker
 
@@ -218,3 +217,14 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
         torch.testing.assert_close(scorer.score(history, candidates), trained, rtol=0, atol=1e-5)
         checked += len(later)
     assert checked >= 3
+
+
+def test_a_missing_table_or_version_is_a_clear_error(tables, tmp_path):
+    from models.experiment import DataSource, train_run
+
+    lake, _, _ = tables
+    with pytest.raises(LookupError, match=r"samples has no version 99 \(the latest is 0\)"):
+        PinnedTable.open(lake.uri("samples"), version=99)
+    missing = DataSource(str(tmp_path / "samples"), str(tmp_path / "item_embeddings"))
+    with pytest.raises(LookupError, match="there is no Delta table at .*: build samples with `dmf features`"):
+        train_run(load_model_spec("dmf"), 0, missing, tracker=None, progress=lambda _: None)
