@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("item_id", type=int, metavar="ITEM_ID")
     similar.add_argument("-k", type=int, default=10, help="how many neighbours (default: %(default)s)")
 
+    recommend = commands.add_parser(
+        "recommend", parents=[common], help="a user's top items from a registered DMF model (no Spark)",
+        description="Score every catalog item the user has not interacted with for USER_ID with a registered "
+                    "model (MLflow registry), as a serving endpoint would: the user's history from "
+                    "user_sequences, the items' vectors of the versions the model was trained with, the "
+                    "decoupled scorer (or the early-fusion one for dmf_early_fusion). Prints the top K with "
+                    "titles and click probabilities.",
+    )
+    recommend.add_argument("user_id", type=int, metavar="USER_ID")
+    recommend.add_argument("-k", type=int, default=10, help="how many items (default: %(default)s)")
+    recommend.add_argument("--model", default="dmf", help="registered model name (default: %(default)s)")
+    recommend.add_argument("--version", default="latest", help="its version (default: %(default)s)")
+
     lake = commands.add_parser("lake", help="inspect and maintain the Delta tables",
                                description="Inspect and maintain the lake's Delta tables.")
     lake_commands = lake.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
@@ -153,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler: Callable[[argparse.Namespace, Config], int] = {
         "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "features": _features,
-        "train": _train, "compare": _compare, "similar": _similar, "lake": _lake,
+        "train": _train, "compare": _compare, "similar": _similar, "recommend": _recommend, "lake": _lake,
     }[args.command]
     return handler(args, cfg)
 
@@ -291,6 +304,31 @@ def _similar(args: argparse.Namespace, cfg: Config) -> int:
     print(f"items most similar to {args.item_id} {index.titles[args.item_id]!r} ({index.meta['version']}):")
     for rank, n in enumerate(neighbours, 1):
         print(f"  {rank:>2}. {n.similarity:6.3f}  {n.item_id:>8}  {n.title}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace, cfg: Config) -> int:
+    import mlflow
+
+    from dmf_features.item_index import ItemIndex
+    from dmf_features.lake import Lake
+    from models.recommend import recommend
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    model_uri = f"models:/{args.model}/{args.version}"
+    try:
+        best = recommend(model_uri, cfg.lake.uri.rstrip("/"), args.user_id, args.k,
+                         dict(cfg.lake.storage_options) or None)
+    except (LookupError, mlflow.exceptions.MlflowException) as e:
+        print(f"dmf recommend: {e}", file=sys.stderr)
+        return 1
+    try:
+        titles = ItemIndex.load(Lake(cfg.lake)).titles
+    except LookupError:
+        titles = {}
+    print(f"top {len(best)} items for user {args.user_id} by {model_uri}:")
+    for rank, item in enumerate(best, 1):
+        print(f"  {rank:>2}. {item.probability:6.3f}  {item.item_id:>8}  {titles.get(item.item_id) or ''}")
     return 0
 
 

@@ -85,7 +85,7 @@ class RunLogger:
     def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
                   vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict) -> None:
         """The model, its vocabulary and item vectors, and what a server needs to bucket similarities
-        as the training samples were (`bucket_edges` and `history_length` in meta.json)."""
+        as the training samples were (meta.json: bucket edges, history length, item-vector versions)."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             torch.save(model, folder / "model.pt")
@@ -95,6 +95,7 @@ class RunLogger:
             (folder / "meta.json").write_text(json.dumps({
                 "modalities": list(spec.architecture.modalities), "buckets": lineage["features"]["buckets"],
                 "bucket_edges": lineage.get("bucket_edges"), "history_length": lineage["features"]["history_length"],
+                "item_embeddings_version": lineage["item_embeddings_version"], "item_vectors": lineage["item_vectors"],
                 "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
             frame = _widened(example)
             wrapper = SamplesModel()
@@ -115,8 +116,8 @@ class SamplesModel(mlflow.pyfunc.PythonModel):
     def load_context_from(self, folder: Path) -> None:
         self.model = torch.load(folder / "model.pt", weights_only=False).eval()
         self.vocabulary = Vocabulary(np.load(folder / "vocabulary.npy"))
-        meta = json.loads((folder / "meta.json").read_text())
-        self.modalities, self.hist_vectors = meta["modalities"], meta["hist_vectors"]
+        self.meta = json.loads((folder / "meta.json").read_text())
+        self.modalities, self.hist_vectors = self.meta["modalities"], self.meta["hist_vectors"]
         vectors_file = folder / "vectors.npz"
         self.vectors = None
         if vectors_file.exists():

@@ -228,3 +228,31 @@ def test_a_missing_table_or_version_is_a_clear_error(tables, tmp_path):
     missing = DataSource(str(tmp_path / "samples"), str(tmp_path / "item_embeddings"))
     with pytest.raises(LookupError, match="there is no Delta table at .*: build samples with `dmf features`"):
         train_run(load_model_spec("dmf"), 0, missing, tracker=None, progress=lambda _: None)
+
+
+def test_recommend_scores_the_unseen_catalog_for_a_user_with_the_registered_model(tables, tmp_path):
+    from models.experiment import DataSource, train_run
+    from models.recommend import recommend
+    from models.tracking import Tracker
+
+    lake, _, vectors = tables
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "recommend-experiment")
+    for name in ("dmf", "din"):
+        spec = load_model_spec(name)
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
+        train_run(spec, 0, DataSource(lake.uri("samples"), lake.uri("item_embeddings")), tracker, lambda _: None)
+    sequences = pa.Table.from_batches(list(PinnedTable.open(lake.uri("user_sequences")).batches(
+        ["user_id", "long_hist_item_ids"], 64))).to_pylist()
+    user = sequences[0]
+    best = recommend("models:/dmf/latest", str(lake.root), user["user_id"], k=5)
+    probabilities = [r.probability for r in best]
+    assert len(best) == 5 and probabilities == sorted(probabilities, reverse=True)
+    assert all(0 < p < 1 for p in probabilities)
+    unseen = set(vectors["fused"][0].tolist()) - set(user["long_hist_item_ids"])
+    assert {r.item_id for r in best} <= unseen
+    everything = recommend("models:/dmf/latest", str(lake.root), user["user_id"], k=1_000)
+    assert {r.item_id for r in everything} == unseen and everything[:5] == best
+    with pytest.raises(LookupError, match="is a DIN: the scorers serve DMF"):
+        recommend("models:/din/latest", str(lake.root), user["user_id"])
+    with pytest.raises(LookupError, match="user 999 has no row in user_sequences"):
+        recommend("models:/dmf/latest", str(lake.root), 999)
