@@ -181,27 +181,19 @@ def _merge_user_sequences(
 ) -> CommitResult:
     behaviours = behaviour_events(events, cfg.features.behaviour)
     as_of = events.agg(F.max("event_time")).first()[0]
-    missing = _missing_columns(lake, USER_SEQUENCES.name, USER_SEQUENCES.schema.names)
+    missing = lake.missing_columns(USER_SEQUENCES.name, USER_SEQUENCES.schema.names)
     if missing:  # written by an earlier version: every row needs the new columns, not only the changed users'
         progress(f"user_sequences lacks the columns {missing} of this version: rebuilding it for every user")
-        rows = user_sequence_rows(behaviours, vectors, cfg.features.history_length, cfg.features.long_history_length,
-                                  cfg.features.sequence_vectors, as_of)
+    else:
+        changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
+        behaviours = behaviours.join(changed_users, "user_id", "left_semi")
+    rows = user_sequence_rows(behaviours, vectors, cfg.features.history_length, cfg.features.long_history_length,
+                              cfg.features.sequence_vectors, as_of)
+    if missing:
         return lake.write(rows, USER_SEQUENCES.name, mode="overwrite", schema_mode="merge",
                           description="user_sequences (rebuilt for a new schema)", lineage=lineage)
-    changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
-    rows = user_sequence_rows(behaviours.join(changed_users, "user_id", "left_semi"), vectors,
-                              cfg.features.history_length, cfg.features.long_history_length,
-                              cfg.features.sequence_vectors, as_of)
     # a row holds L vectors per modality (about 0.7 MB at L=50 with the default encoders): the merge
     # reads the table's rows a few at a time, not Spark's default 4,096 at once
     with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):
         return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})",
                           lineage=lineage)
-
-
-def _missing_columns(lake: Lake, table: str, columns) -> list[str]:
-    """Columns of `columns` that an existing `table` lacks (none when it does not exist yet)."""
-    if not lake.exists(table):
-        return []
-    present = {field.name for field in lake.delta(table).schema().fields}
-    return [c for c in columns if c not in present]

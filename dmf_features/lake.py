@@ -125,6 +125,13 @@ class Lake:
     def version(self, table: str) -> int | None:
         return self.delta(table).version() if self.exists(table) else None
 
+    def missing_columns(self, table: str, columns: Sequence[str]) -> list[str]:
+        """Those of `columns` that `table` lacks (none when the table does not exist yet)."""
+        if not self.exists(table):
+            return []
+        present = set(_arrow_schema(self.delta(table)).names)
+        return [c for c in columns if c not in present]
+
     # -------------------------------------------------------------------------------------- reads
     def read(
         self,

@@ -21,7 +21,7 @@ from dmf_features.histories import KIND_BEHAVIOUR, KIND_SAMPLE, HistoryStream, n
 from dmf_features.item_vectors import ModalityVectors
 from dmf_features.negatives import ItemAvailability, draw_negatives
 from dmf_features.schemas import MODALITIES, SAMPLES
-from dmf_features.similarity import FeatureShape, bucket_edges, modality_features
+from dmf_features.similarity import FeatureShape, modality_features
 
 # columns of a sample row before its features are attached (also the negatives UDF's output)
 SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "event_time", "event_type", "label", "is_negative",
@@ -131,7 +131,6 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
     def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stream = HistoryStream(shape.long_history_length)
         by_modality: dict[str, ModalityVectors] = vectors.value
-        no_edges = bucket_edges(_NO_VECTORS.matrix, shape.buckets)  # a modality without vectors: all masked
         for batch in batches:
             users = batch.column("user_id").to_numpy()
             windows = stream.windows(users, batch.column("micros").to_numpy(), batch.column("kind").to_numpy(),
@@ -151,7 +150,7 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
             }
             for modality in MODALITIES:
                 found = modality_features(by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape,
-                                          edges.get(modality, no_edges))
+                                          edges.get(modality, _NO_EDGES))
                 for name, values in found.items():
                     columns[f"{modality}_{name}"] = _column(values)
             yield pa.RecordBatch.from_arrays(
@@ -162,6 +161,7 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
 
 
 _NO_VECTORS = ModalityVectors("none", np.empty(0, np.int64), np.empty((0, 1), np.float32))
+_NO_EDGES = np.empty(0, np.float32)  # a modality without vectors is masked everywhere: its edges never matter
 
 _ARROW_TYPES = {np.dtype(np.float32): pa.float32(), np.dtype(np.int32): pa.int32(),
                 np.dtype(np.int64): pa.int64(), np.dtype(bool): pa.bool_()}

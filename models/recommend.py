@@ -46,7 +46,8 @@ def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
     scorer = scorer_class(model, meta["bucket_edges"], meta["history_length"])
     embeddings = PinnedTable.open(f"{lake_root}/item_embeddings", meta["item_embeddings_version"], storage_options)
     catalog = {m: ItemVectorTable.load(embeddings, m, meta["item_vectors"][m])
-               for m in {*model.cfg.modalities, TARGET_VECTOR_MODALITY}}
+               for m in model.cfg.modalities if m != TARGET_VECTOR_MODALITY}
+    catalog[TARGET_VECTOR_MODALITY] = served.vectors  # logged with the model: the targets' vectors
     row = _user_sequence(PinnedTable.open(f"{lake_root}/user_sequences", storage_options=storage_options), user_id)
     history = request_history(row, served.vocabulary, catalog)
     items = catalog[TARGET_VECTOR_MODALITY].ids

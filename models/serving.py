@@ -75,7 +75,7 @@ def request_features(history: Items, candidates: Items, edges: dict[str, torch.T
         slot = torch.where(valid, bucket_of(matrix, boundaries), buckets)  # slot `buckets` collects the masked
         counts = torch.zeros(len(slot), buckets + 1).scatter_add_(1, slot, torch.ones_like(matrix))[:, :buckets]
         sims[modality] = matrix[:, :history_length]
-        bucket_ids[modality] = slot.masked_fill(~valid, -1)[:, :history_length]
+        bucket_ids[modality] = slot[:, :history_length].masked_fill(~valid[:, :history_length], -1)
         histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
     return RequestFeatures(sims, bucket_ids, histograms)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,26 @@ def test_a_rerun_leaves_both_tables_unchanged(spark, built):
 
 
 FLOAT_ARRAYS = [f"{m}_{s}" for m in MODALITIES for s in ("sim", "hist", "topk_sims")]
+
+
+def test_a_user_sequences_table_of_an_earlier_schema_is_rebuilt_for_every_user(spark, tmp_path):
+    cfg = make_config(tmp_path)
+    lake = Lake(cfg.lake)
+    events = random_events(seed=4, n=200)
+    write_events(spark, lake, events)
+    write_vectors(spark, lake, random_vectors(range(1, 81), {"text": 8, "image": 6, "fused": 14}))
+    build_features(spark, cfg, lake, progress=lambda _: None)
+    current = read(spark, lake, "user_sequences").set_index("user_id").sort_index()
+    # as an earlier version wrote it: without long_hist_item_ids
+    lake.write(lake.read(spark, "user_sequences").drop("long_hist_item_ids"), "earlier_sequences")
+    shutil.rmtree(lake.uri("user_sequences"))
+    lake.write(lake.read(spark, "earlier_sequences"), "user_sequences")
+    said = []
+    build_features(spark, cfg, lake, DateScope(date=events.event_time.max().date()), progress=said.append)
+    assert any("lacks the columns ['long_hist_item_ids']" in line for line in said)
+    rebuilt = read(spark, lake, "user_sequences").set_index("user_id").sort_index()
+    assert list(rebuilt.index) == list(current.index)  # every user, not only the day's
+    assert [list(v) for v in rebuilt.long_hist_item_ids] == [list(v) for v in current.long_hist_item_ids]
 
 
 def test_no_leakage_future_events_never_change_a_sample(spark, tmp_path):
