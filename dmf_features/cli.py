@@ -84,20 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", parents=[common], help="train one model on samples (torch, no Spark), tracked in MLflow",
         description="Train a model of conf/train/<MODEL>.yaml on the latest `samples` (or --samples-version) "
-                    "with the item vectors it was built from, early-stopping on validation AUC; evaluate on "
-                    "test, overall and on cold-start items; log params, lineage, per-epoch metrics, plots and "
-                    "the model to MLflow and register it. Browse with `make ui`.",
+                    "with the item vectors it was built from, under the config's evaluation protocol "
+                    "(`evaluation:`; one model per fold, early-stopping on the fold's validation AUC); evaluate "
+                    "on the pooled test rows, overall and on cold-start and rare items, next to the item-mean "
+                    "baseline on the same rows; log params, lineage, per-epoch metrics, plots and the last "
+                    "fold's model to MLflow and register it. Browse with `make ui`.",
     )
     train.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--samples-version", type=int, help="train on this version of samples (default: latest)")
     compare = commands.add_parser(
         "compare", parents=[common], help="train every model with several seeds and tabulate the results",
-        description="Train each spec of conf/train/ (or --model, repeatable) once per seed as child runs of one "
-                    "MLflow parent run; print the table of mean and spread of AUC, GAUC and logloss, overall and "
-                    "cold-start, and write it to reports/compare/ and to the parent run.",
+        description="Fit the baselines (popularity, item mean, logistic regression on ids, LightGBM on the "
+                    "features) and train each spec of conf/train/ (or --model, repeatable) once per seed, as "
+                    "child runs of one MLflow parent run, under the config's evaluation protocol. Prints and "
+                    "writes to reports/compare/ (JSON, markdown, PNG) and to the parent run: AUC, GAUC and "
+                    "logloss with user-bootstrap 95%% intervals, overall and on cold-start and rare items, and "
+                    "each model's paired difference from --reference.",
     )
     compare.add_argument("--model", dest="models", action="append", help="a spec to include (default: all)")
+    compare.add_argument("--baseline", dest="baselines", action="append",
+                         help="a baseline to include (default: all of popularity, item_mean, logistic_ids, lightgbm)")
+    compare.add_argument("--reference", default="dmf", help="the model others are compared with (default: %(default)s)")
     compare.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")),
                          help="comma-separated seeds (default: each spec's training.seeds)")
     compare.add_argument("--samples-version", type=int)
@@ -242,15 +250,15 @@ def _features(args: argparse.Namespace, cfg: Config, progress: _Progress | None 
     return 0
 
 
-def _training_setup(args: argparse.Namespace, cfg: Config):
-    from models.experiment import DataSource
+def _training_setup(args: argparse.Namespace, cfg: Config, progress: Callable[[str], None]):
+    from models.experiment import DataSource, Evaluation
     from models.tracking import Tracker
 
     lake_root = cfg.lake.uri.rstrip("/")
     options = dict(cfg.lake.storage_options) or None
     source = DataSource(f"{lake_root}/samples", f"{lake_root}/item_embeddings",
-                        getattr(args, "samples_version", None), options)
-    return source, Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+                        getattr(args, "samples_version", None), options, cfg.evaluation)
+    return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
 def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
@@ -260,14 +268,17 @@ def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = N
     progress = progress or _Progress()
     try:
         spec = load_model_spec(getattr(args, "model", "dmf"))
-        source, tracker = _training_setup(args, cfg)
-        result = train_run(spec, getattr(args, "seed", 0), source, tracker, progress)
+        evaluation, tracker = _training_setup(args, cfg, progress)
+        result = train_run(spec, getattr(args, "seed", 0), evaluation, tracker, progress)
     except (ValueError, LookupError) as e:
         print(f"dmf train: {e}", file=sys.stderr)
         return 1
     m = result.metrics
-    print(f"{spec.name}: test AUC {m['test_auc']:.4f}, GAUC {m['test_gauc']:.4f}, logloss {m['test_logloss']:.4f}; "
-          f"cold-start items AUC {m['test_cold_auc']:.4f} (n={int(m['test_cold_samples']):,})")
+    print(f"pooled test rows of {len(evaluation.folds)} fold(s): {int(m['test_samples']):,} "
+          f"({int(m['test_cold_samples']):,} of cold-start items)")
+    for name, prefix in ((spec.name, "test"), ("item mean (baseline)", "item_mean_test")):
+        print(f"  {name:<22} AUC {m[f'{prefix}_auc']:.4f}  GAUC {m[f'{prefix}_gauc']:.4f}  "
+              f"logloss {m[f'{prefix}_logloss']:.4f}  cold-start AUC {m[f'{prefix}_cold_auc']:.4f}")
     print(f"MLflow run {result.run_id} (experiment {cfg.mlflow.experiment!r}); open the UI with `make ui` "
           f"(mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}) and browse http://127.0.0.1:5000", flush=True)
     return 0
@@ -276,18 +287,23 @@ def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = N
 def _compare(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
+    from models.baselines import BASELINES
     from models.config import all_model_specs, load_model_spec
     from models.experiment import compare, markdown
 
     progress = _Progress()
     try:
         specs = [load_model_spec(m) for m in args.models] if args.models else all_model_specs()
-        source, tracker = _training_setup(args, cfg)
-        table = compare(specs, source, tracker, Path(cfg.root) / "reports" / "compare", args.seeds, progress)
+        unknown = sorted(set(args.baselines or ()) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown} (known: {', '.join(BASELINES)})")
+        evaluation, tracker = _training_setup(args, cfg, progress)
+        result = compare(specs, args.baselines or list(BASELINES), evaluation, tracker,
+                         Path(cfg.root) / "reports" / "compare", args.seeds, args.reference, progress)
     except (ValueError, LookupError) as e:
         print(f"dmf compare: {e}", file=sys.stderr)
         return 1
-    print(markdown(table), flush=True)
+    print(markdown(result), flush=True)
     return 0
 
 

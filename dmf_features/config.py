@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.protocol import EvaluationConfig
+
 
 class ConfigError(ValueError):
     """A configuration file (or an override) is wrong; the message says where and how to fix it."""
@@ -238,6 +240,7 @@ class Config(_Section):
     embedding: EmbeddingConfig = EmbeddingConfig()
     features: FeaturesConfig = FeaturesConfig()
     quality: QualityConfig = QualityConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     source_file: Path | None = Field(None, exclude=True)
 
 

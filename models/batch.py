@@ -31,6 +31,7 @@ class CTRBatch:
     # distinct items, so this is several times smaller than [B, L, D] and projected once per item).
     hist_vectors: torch.Tensor | None = None
     hist_vector_rows: torch.Tensor | None = None
+    context: torch.Tensor | None = None  # [B, C] point-in-time user and item statistics (models.prior_stats)
     labels: torch.Tensor | None = None  # [B] float
     item_ids: torch.Tensor | None = None  # [B] the targets' raw item ids (evaluation by item, e.g. cold start)
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.din import DIN, DINMultimodal, ModalityCentric
 from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ModelConfig
+from models.prior_stats import CONTEXT_FEATURES
 
 MODEL_CLASSES = {"din": DIN, "din_multimodal": DINMultimodal, "modality_centric": ModalityCentric,
                  "dmf": DMF, "dmf_early_fusion": DMFEarlyFusion}
@@ -30,6 +31,8 @@ class ArchitectureSpec(_Spec):
     fusion: Literal["weighted_sum", "concat", "gate"] = "gate"
     use_buckets: bool = True
     use_modality_path: bool = True
+    context: bool = Field(False, description="take the user's and item's point-in-time statistics (models.prior_stats)")
+    target_content: bool = Field(False, description="DMF: the target's projected content vector joins its ID embedding")
 
 
 class TrainingSpec(_Spec):
@@ -52,8 +55,9 @@ class ModelSpec(_Spec):
         5, ge=0, description="a test item with at most this many training samples counts as cold-start")
 
     def build(self, vocab_size: int, vector_dim: int, buckets: int):
+        architecture = self.architecture.model_dump(exclude={"context"})
         cfg = ModelConfig(vocab_size=vocab_size, vector_dim=vector_dim, buckets=buckets,
-                          **self.architecture.model_dump())
+                          context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0, **architecture)
         return MODEL_CLASSES[self.kind](cfg)
 
 

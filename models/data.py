@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from models.batch import CTRBatch
+from models.prior_stats import PriorStats
 
 @dataclass(frozen=True)
 class PinnedTable:
@@ -117,16 +118,24 @@ class Vocabulary:
         return np.where(self.ids[rows] == item_ids, rows + 1, 0)
 
 
-SAMPLE_COLUMNS = ("user_id", "item_id", "label", "split", "hist_item_ids", "hist_len")
+SAMPLE_COLUMNS = ("user_id", "item_id", "event_time", "label", "hist_item_ids", "hist_len")
 
 
 def sample_columns(modalities: Sequence[str]) -> list[str]:
     return [*SAMPLE_COLUMNS, *[f"{m}_{part}" for m in modalities for part in ("sim", "bucket", "hist")]]
 
 
+def epoch_seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A timestamp column (any unit) as int64 UTC epoch seconds."""
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    return np.asarray(pc.cast(column, pa.int64()).to_numpy(), np.int64) // per_second
+
+
 def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequence[str],
-             vectors: ItemVectorTable | None, hist_vectors: bool = False) -> CTRBatch:
-    """A `samples` record batch as model input: ids through the vocabulary, vectors looked up."""
+             vectors: ItemVectorTable | None, hist_vectors: bool = False,
+             prior_stats: PriorStats | None = None) -> CTRBatch:
+    """A `samples` record batch as model input: ids through the vocabulary, vectors looked up, and
+    (with `prior_stats`) the user's and item's point-in-time statistics as context features."""
     n = records.num_rows
     raw_hist = _matrix(records.column("hist_item_ids"), n)
     mask = np.arange(raw_hist.shape[1])[None, :] < records.column("hist_len").to_numpy()[:, None]
@@ -143,6 +152,9 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )
+    if prior_stats is not None:
+        batch.context = torch.from_numpy(prior_stats.features(
+            records.column("user_id").to_numpy(), targets, epoch_seconds(records.column("event_time"))))
     if vectors is not None:
         batch.target_vectors = torch.from_numpy(vectors.lookup(targets))
         if hist_vectors:

@@ -8,20 +8,24 @@ import torch
 from torch import nn
 
 from models.batch import CTRBatch
-from models.layers import MLP, DinAttention, ModelConfig, SimilarityHistograms
+from models.layers import MLP, DinAttention, ModelConfig, SimilarityHistograms, with_context
 
 
 class DIN(nn.Module):
+    """Without content, a history item too rare for its own ID (index 0, shared) says nothing about
+    the user and is left out of the attention; with content it keeps its vector and stays in."""
+
     needs_hist_vectors = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         d = cfg.embedding_dim
         self.items = nn.Embedding(cfg.vocab_size, d)
         self.vectors = nn.Linear(cfg.vector_dim, d) if self.needs_hist_vectors else None
         width = 2 * d if self.vectors is not None else d
         self.attention = DinAttention(width)
-        self.head = MLP(2 * width, cfg.mlp, 1, cfg.dropout)
+        self.head = MLP(2 * width + cfg.context_features, cfg.mlp, 1, cfg.dropout)
 
     def represent(self, ids: torch.Tensor, vectors: torch.Tensor | None, rows: torch.Tensor | None = None,
                   ) -> torch.Tensor:
@@ -35,8 +39,9 @@ class DIN(nn.Module):
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         target = self.represent(batch.target_ids, batch.target_vectors)
         history = self.represent(batch.hist_ids, batch.hist_vectors, batch.hist_vector_rows)
-        interest = self.attention(target, history, batch.hist_mask)
-        return self.head(torch.cat([target, interest], dim=-1)).squeeze(-1)
+        mask = batch.hist_mask if self.vectors is not None else batch.hist_mask & (batch.hist_ids > 0)
+        interest = self.attention(target, history, mask)
+        return self.head(with_context([target, interest], batch, self.cfg)).squeeze(-1)
 
 
 class DINMultimodal(DIN):
@@ -48,7 +53,7 @@ class ModalityCentric(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.path = SimilarityHistograms(cfg, 1)
+        self.path = SimilarityHistograms(cfg, 1, with_context=True)
 
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         return self.path(batch).squeeze(-1)

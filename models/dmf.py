@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from models.batch import CTRBatch
-from models.layers import MLP, BucketEmbeddings, ModelConfig, SimilarityHistograms, masked_attention
+from models.layers import MLP, BucketEmbeddings, ModelConfig, SimilarityHistograms, masked_attention, with_context
 
 FUSIONS = ("weighted_sum", "concat", "gate")
 
@@ -32,6 +32,9 @@ class DMF(nn.Module):
         self.cfg = cfg
         d, a = cfg.embedding_dim, cfg.attention_dim
         self.items = nn.Embedding(cfg.vocab_size, d)
+        # the target's own content: a cold item is scored by what it is, not by the shared rare-item ID
+        self.target_content = nn.Linear(cfg.vector_dim, d, bias=False) if cfg.target_content and cfg.vector_dim \
+            else None
         self.query = nn.Linear(d, a, bias=False)
         self.key = nn.Linear(self._key_inputs(), a, bias=False)
         self.value = nn.Linear(self._key_inputs(), a, bias=False)
@@ -43,7 +46,7 @@ class DMF(nn.Module):
         if self.modality_path is not None and cfg.fusion == "weighted_sum":
             self.mix = nn.Parameter(torch.zeros(2))
         both = self.modality_path is not None and cfg.fusion == "concat"
-        self.head = MLP(d + (2 * a if both else a), cfg.mlp, 1, cfg.dropout)
+        self.head = MLP(d + (2 * a if both else a) + cfg.context_features, cfg.mlp, 1, cfg.dropout)
 
     # ------------------------------------------------------------------ parts the scorer reuses
     def _key_inputs(self) -> int:
@@ -51,6 +54,11 @@ class DMF(nn.Module):
 
     def _uses_bucket_tables(self) -> bool:
         return self.cfg.use_buckets
+
+    def target(self, ids: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+        """e_t: the target's ID embedding, plus its projected content vector with `target_content`."""
+        embedded = self.items(ids)
+        return embedded if self.target_content is None else embedded + self.target_content(vectors)
 
     def history_projections(self, hist_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """W_K e_j and W_V e_j: target-agnostic, computed once per user by the decoupled scorer."""
@@ -76,7 +84,7 @@ class DMF(nn.Module):
         """Complementary Modality Modeling: the ID interest with the modality-centric one
         (`item_terms`: the targets' precomputed `SimilarityHistograms.item_term`, if a scorer has them)."""
         if self.modality_path is None:
-            return self.head(torch.cat([target, id_interest], dim=-1))
+            return self.head(with_context([target, id_interest], batch, self.cfg))
         modality_interest = self.modality_path(batch, item_terms)
         if self.cfg.fusion == "concat":
             interest = torch.cat([id_interest, modality_interest], dim=-1)
@@ -86,11 +94,11 @@ class DMF(nn.Module):
         else:
             gate = torch.sigmoid(self.gate(torch.cat([id_interest, modality_interest, target], dim=-1)))
             interest = gate * id_interest + (1 - gate) * modality_interest
-        return self.head(torch.cat([target, interest], dim=-1))
+        return self.head(with_context([target, interest], batch, self.cfg))
 
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Logits [B]."""
-        target = self.items(batch.target_ids)
+        target = self.target(batch.target_ids, batch.target_vectors)
         keys, values = self.keys_values(batch.hist_ids, batch.buckets, batch.sims)
         interest = self.attend(target, keys, values, batch.hist_mask)
         return self.combine(target, interest, batch).squeeze(-1)

@@ -1,23 +1,33 @@
-"""One training run: pinned tables -> vocabulary and item vectors -> fit -> evaluate (overall and
-cold-start) -> MLflow. `compare` repeats it for every model spec and seed under one parent run."""
+"""Training runs and comparisons under the evaluation protocol (`models/protocol.py`).
+
+`Evaluation` pins the tables and resolves the folds once; a run trains one model per fold (early
+stopping on the fold's validation rows) and scores the fold's test rows; the test rows of all folds
+are pooled, each scored by its own fold's model. Every model and baseline therefore predicts the
+same rows in the same order, which the paired user bootstrap of `compare` needs.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scores
 from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
-from models.splits import SplitReader, training_items
-from models.tracking import Tracker
+from models.intervals import bootstrap_metrics, to_json_ready
+from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
+from models.splits import SampleIndex, SplitReader, training_items
+from models.tracking import Tracker, comparison_figure
 from models.train import Predictions, TrainSettings, fit, predict, seed_everything
 
+SUBSETS = ("all", "cold", "rare")  # cold: target never in the fold's training rows; rare: 1..max_interactions
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,85 @@ class DataSource:
     item_embeddings_uri: str
     samples_version: int | None = None  # None: the latest
     storage_options: dict | None = None
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+class Evaluation:
+    """The pinned samples (with the item vectors it was built from) and the protocol's folds."""
+
+    def __init__(self, source: DataSource, progress: Callable[[str], None] = print):
+        try:
+            self.samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
+        except LookupError as e:
+            hint = "" if source.samples_version is not None else \
+                ": build samples with `dmf features` (after `dmf ingest` and `dmf embed`)"
+            raise LookupError(f"{e}{hint}") from None
+        self.lineage = self.samples.lineage()
+        if not self.lineage:
+            raise LookupError(f"samples version {self.samples.version} has no lineage: rebuild it with `dmf features`")
+        self.embeddings = PinnedTable.open(source.item_embeddings_uri, self.lineage["item_embeddings_version"],
+                                           source.storage_options)
+        self.config = source.evaluation
+        self.index = SampleIndex.read(self.samples)
+        self.folds = resolve_folds(self.config, self.index.user_ids, self.index.seconds)
+        self._rows: dict[str, FoldRows] = {}
+        progress(f"evaluation protocol {self.config.protocol}: " + "; ".join(describe(self.folds)))
+
+    @property
+    def buckets(self) -> int:
+        return self.lineage["features"]["buckets"]
+
+    @cached_property
+    def vectors(self) -> ItemVectorTable:
+        return ItemVectorTable.load(self.embeddings, TARGET_VECTOR_MODALITY,
+                                    self.lineage["item_vectors"][TARGET_VECTOR_MODALITY])
+
+    def rows(self, fold: Fold) -> FoldRows:
+        if fold.name not in self._rows:
+            codes = fold.assign(self.index.user_ids, self.index.seconds)
+            self._rows[fold.name] = FoldRows(self.index, codes, self.index.prior_stats(fold))
+        return self._rows[fold.name]
+
+    def pooled_test(self, values: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-fold arrays over each fold's test rows, concatenated in fold order."""
+        return np.concatenate(list(values)) if values else np.empty(0)
+
+    @cached_property
+    def test_rows(self) -> np.ndarray:
+        """Row numbers (in samples order) of the pooled test rows."""
+        return self.pooled_test([np.flatnonzero(self.rows(f).mask(TEST)) for f in self.folds])
+
+    @cached_property
+    def test_train_counts(self) -> np.ndarray:
+        """For each pooled test row, how many training rows of its fold had its item as target."""
+        counts = []
+        for fold in self.folds:
+            rows = self.rows(fold)
+            known, n = np.unique(self.index.item_ids[rows.mask(TRAIN)], return_counts=True)
+            items = self.index.item_ids[rows.mask(TEST)]
+            position = np.minimum(np.searchsorted(known, items), max(len(known) - 1, 0))
+            counts.append(np.where(known[position] == items, n[position], 0) if len(known) else np.zeros(len(items)))
+        return self.pooled_test(counts).astype(np.int64)
+
+    def subsets(self, max_interactions: int) -> dict[str, np.ndarray]:
+        counts = self.test_train_counts
+        return {"all": np.ones(len(counts), bool), "cold": counts == 0,
+                "rare": (counts >= 1) & (counts <= max_interactions)}
+
+    def pooled_predictions(self, probabilities: np.ndarray) -> Predictions:
+        rows = self.test_rows
+        return Predictions(self.index.user_ids[rows], self.index.item_ids[rows], self.index.labels[rows].astype(float),
+                           probabilities)
+
+    def check_no_leakage(self, fold: Fold) -> None:
+        """Under a global-timeline protocol no test row may be older than a training row of its fold."""
+        if not fold.global_timeline:
+            return
+        rows = self.rows(fold)
+        train_times, test_times = self.index.seconds[rows.mask(TRAIN)], self.index.seconds[rows.mask(TEST)]
+        if len(train_times) and len(test_times) and test_times.min() <= train_times.max():
+            raise AssertionError(f"{fold.name}: a test row at {test_times.min()} is not later than a training row "
+                                 f"at {train_times.max()}: the protocol leaks the future")
 
 
 @dataclass
@@ -34,110 +123,167 @@ class RunResult:
     seed: int
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
+    probabilities: np.ndarray | None = None  # pooled test rows
 
 
-def train_run(spec: ModelSpec, seed: int, source: DataSource, tracker: Tracker,
+def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Tracker,
               progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
+    """One model per fold; pooled test predictions; the last fold's model (most data) is logged and registered."""
     seed_everything(seed)
-    try:
-        samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
-    except LookupError as e:
-        hint = "" if source.samples_version is not None else \
-            ": build samples with `dmf features` (after `dmf ingest` and `dmf embed`)"
-        raise LookupError(f"{e}{hint}") from None
-    lineage = samples.lineage()
-    if not lineage:
-        raise LookupError(f"samples version {samples.version} has no lineage: rebuild it with `dmf features`")
-    embeddings = PinnedTable.open(source.item_embeddings_uri, lineage["item_embeddings_version"], source.storage_options)
-    buckets = lineage["features"]["buckets"]
-    progress(f"{spec.name} (seed {seed}): samples v{samples.version}, item_embeddings v{embeddings.version}")
-    items = training_items(samples, spec.min_item_count)
-    vocabulary = items.vocabulary
-    needs_vectors = spec.kind != "din"
-    vectors = ItemVectorTable.load(embeddings, TARGET_VECTOR_MODALITY, lineage["item_vectors"][TARGET_VECTOR_MODALITY]) \
-        if needs_vectors else None
     modalities = spec.architecture.modalities
-    model = spec.build(len(vocabulary), vectors.dim if vectors else 0, buckets)
-
-    def reader(split: str, shuffle: bool) -> SplitReader:
-        return SplitReader(samples, split, spec.training.batch_size, vocabulary, modalities, vectors,
-                           hist_vectors=getattr(model, "needs_hist_vectors", False),
-                           shuffle_seed=seed if shuffle else None)
-
-    train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
-    train_rows = items.rows
+    vectors = evaluation.vectors if spec.kind != "din" else None
+    progress(f"{spec.name} (seed {seed}): samples v{evaluation.samples.version}, "
+             f"item_embeddings v{evaluation.embeddings.version}, {len(evaluation.folds)} fold(s)")
     settings = TrainSettings(spec.training.epochs, spec.training.learning_rate, spec.training.weight_decay,
                              spec.training.patience, seed)
     with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
-        run.log_setup(spec, seed, lineage, samples.version, embeddings.version, len(vocabulary), train_rows)
+        run.log_setup(spec, seed, evaluation.lineage, evaluation.samples.version, evaluation.embeddings.version,
+                      describe(evaluation.folds))
+        started, test_parts, best_epochs = time.perf_counter(), [], []
+        for fold in evaluation.folds:
+            evaluation.check_no_leakage(fold)
+            rows = evaluation.rows(fold)
+            items = training_items(evaluation.index, fold, spec.min_item_count)
+            model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets)
+            context = rows.prior_stats if spec.architecture.context else None
 
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            run.log_metrics(metrics, step=epoch)
-            progress(f"  epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            def reader(split: str, shuffle: bool, fold=fold, items=items, model=model, context=context) -> SplitReader:
+                return SplitReader(evaluation.samples, fold, split, spec.training.batch_size, items.vocabulary,
+                                   modalities, vectors, hist_vectors=getattr(model, "needs_hist_vectors", False),
+                                   prior_stats=context, shuffle_seed=seed if shuffle else None)
 
-        started = time.perf_counter()
-        fitted = fit(model, lambda: train, lambda: valid, settings, on_epoch,
-                     train_batches=-(-train_rows // spec.training.batch_size))
-        seconds = time.perf_counter() - started
-        valid_predictions, test_predictions = predict(model, valid), predict(model, test)
-        cold = _cold_start(test_predictions, items.target_counts, spec.cold_start_max_interactions)
-        metrics = {
-            **{f"best_valid_{k}": v for k, v in valid_predictions.metrics().items()},
-            **{f"test_{k}": v for k, v in test_predictions.metrics().items()},
-            **{f"test_cold_{k}": v for k, v in test_predictions.metrics(cold).items()},
-            "best_epoch": fitted.best_epoch, "train_seconds": seconds,
-            "train_samples_per_s": float(np.mean([h["train_samples_per_s"] for h in fitted.history])),
-        }
+            train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
+
+            def on_epoch(epoch: int, metrics: dict[str, float], fold=fold) -> None:
+                run.log_metrics({f"{fold.name}.{k}": v for k, v in metrics.items()}, step=epoch)
+                progress(f"  {fold.name} epoch {epoch}: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in metrics.items() if k in _SHOWN))
+
+            fitted = fit(model, lambda train=train: train, lambda valid=valid: valid, settings, on_epoch,
+                         train_batches=-(-items.rows // spec.training.batch_size), monitor=lambda test=test: test)
+            best_epochs.append(fitted.best_epoch)
+            predicted = predict(model, test)
+            expected = evaluation.index.item_ids[rows.mask(TEST)]
+            if not np.array_equal(predicted.items, expected):
+                raise RuntimeError(f"{fold.name}: the test reader's rows differ from the index's")
+            test_parts.append(predicted.probabilities)
+        probabilities = evaluation.pooled_test(test_parts)
+        metrics = {**_subset_metrics(evaluation, probabilities, spec.cold_start_max_interactions),
+                   **_item_mean_metrics(evaluation, spec.cold_start_max_interactions),
+                   "train_seconds": time.perf_counter() - started, "best_epoch_mean": float(np.mean(best_epochs))}
         run.log_metrics(metrics)
-        run.log_evaluation(test_predictions, cold)
-        example = next(samples.batches(sample_columns(modalities), 5))
-        run.log_model(model, spec, vocabulary, vectors, example, lineage)
-        return RunResult(spec.name, seed, run.run_id, metrics)
+        subsets = evaluation.subsets(spec.cold_start_max_interactions)
+        run.log_evaluation(evaluation.pooled_predictions(probabilities), subsets["cold"])
+        example = next(evaluation.samples.batches(sample_columns(modalities), 5))
+        run.log_model(model, spec, items.vocabulary, vectors, example, evaluation.lineage,
+                      context if spec.architecture.context else None)
+        return RunResult(spec.name, seed, run.run_id, metrics, probabilities)
 
 
-def _cold_start(predictions: Predictions, train_counts: dict[int, int], max_interactions: int) -> np.ndarray:
-    counts = np.array([train_counts.get(int(i), 0) for i in predictions.items])
-    return counts <= max_interactions
+_SHOWN = ("train_loss", "train_auc", "valid_auc", "test_auc", "train_samples_per_s")
 
 
+def _subset_metrics(evaluation: Evaluation, probabilities: np.ndarray, max_interactions: int,
+                    prefix: str = "test") -> dict[str, float]:
+    predictions = evaluation.pooled_predictions(probabilities)
+    out = {}
+    for subset, mask in evaluation.subsets(max_interactions).items():
+        name = prefix if subset == "all" else f"{prefix}_{subset}"
+        out.update({f"{name}_{k}": float(v) for k, v in predictions.metrics(mask).items()})
+    return out
 
-COMPARED = ("test_auc", "test_gauc", "test_logloss", "test_cold_auc", "test_cold_gauc", "test_cold_logloss")
+
+def _item_mean_metrics(evaluation: Evaluation, max_interactions: int) -> dict[str, float]:
+    """The one-line baseline on the same pooled test rows, so every run shows what the model adds."""
+    parts = [item_mean_scores(evaluation.rows(f), evaluation.index.item_ids[evaluation.rows(f).mask(TEST)])
+             for f in evaluation.folds]
+    return _subset_metrics(evaluation, evaluation.pooled_test(parts), max_interactions, "item_mean_test")
 
 
-def compare(specs: list[ModelSpec], source: DataSource, tracker: Tracker, results_dir: Path,
-            seeds: tuple[int, ...] | None = None, progress: Callable[[str], None] = print) -> pd.DataFrame:
-    """Train every spec once per seed as child runs of one parent run; the table of mean and spread
-    (standard deviation over seeds) goes to the console's caller, a file and the parent run."""
-    runs: list[RunResult] = []
+def baseline_run(name: str, evaluation: Evaluation, tracker: Tracker, max_interactions: int,
+                 progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
+    """A baseline fitted per fold (settings chosen on each fold's validation rows, the search logged)."""
+    progress(f"{name}: {len(evaluation.folds)} fold(s)")
+    features = None
+    if name == "lightgbm":
+        modalities = list(evaluation.lineage["item_vectors"])
+        features = feature_matrix(evaluation.samples, evaluation.index, evaluation.rows(evaluation.folds[0]).prior_stats,
+                                  modalities)
+    with tracker.run(f"{name}", parent_run_id) as run:
+        parts, search = [], []
+        for fold in evaluation.folds:
+            evaluation.check_no_leakage(fold)
+            rows = evaluation.rows(fold)
+            fitted = BASELINES[name](rows, features) if features is not None else BASELINES[name](rows)
+            parts.append(fitted.test)
+            search += [{"fold": fold.name, **s} for s in fitted.search]
+        probabilities = evaluation.pooled_test(parts)
+        metrics = _subset_metrics(evaluation, probabilities, max_interactions)
+        run.log_metrics(metrics)
+        run.log_search(search)
+        return RunResult(name, 0, run.run_id, metrics, probabilities)
+
+
+def compare(specs: list[ModelSpec], baselines: Sequence[str], evaluation: Evaluation, tracker: Tracker,
+            results_dir: Path, seeds: tuple[int, ...] | None = None, reference: str = "dmf",
+            progress: Callable[[str], None] = print) -> dict:
+    """Every baseline once and every spec once per seed, as child runs of one parent run; metrics on
+    the pooled test rows with user-bootstrap 95% intervals, overall, on cold and on rare items, and
+    each model's paired difference from `reference`. Written as JSON, a markdown table and a figure."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    max_interactions = specs[0].cold_start_max_interactions if specs else 5
+    runs: dict[str, list[RunResult]] = {}
     with tracker.parent(f"compare-{stamp}", {"models": ",".join(s.name for s in specs),
-                                             "seeds": ",".join(map(str, seeds or ()))}) as parent:
+                                             "baselines": ",".join(baselines),
+                                             "seeds": ",".join(map(str, seeds or ())),
+                                             "protocol": evaluation.config.protocol}) as parent:
+        for name in baselines:
+            runs[name] = [baseline_run(name, evaluation, tracker, max_interactions, progress, parent)]
         for spec in specs:
-            for seed in seeds or spec.training.seeds:
-                runs.append(train_run(spec, seed, source, tracker, progress, parent_run_id=parent))
-        table = comparison_table(runs)
+            runs[spec.name] = [train_run(spec, seed, evaluation, tracker, progress, parent)
+                               for seed in (seeds or spec.training.seeds)]
+        result = comparison(runs, evaluation, reference if reference in runs else next(iter(runs)), max_interactions)
         results_dir.mkdir(parents=True, exist_ok=True)
-        path = results_dir / f"compare-{stamp}.md"
-        path.write_text(markdown(table))
-        table.to_csv(path.with_suffix(".csv"), index=False)
-        tracker.log_comparison(table, path)
-    progress(f"comparison table: {path}")
-    return table
+        path = results_dir / f"compare-{stamp}.json"
+        path.write_text(json.dumps(result, indent=1))
+        path.with_suffix(".md").write_text(markdown(result))
+        comparison_figure(result, path.with_suffix(".png"))
+        tracker.log_comparison(result, path)
+    progress(f"comparison: {path} (.md, .png)")
+    return result
 
 
-def comparison_table(runs: list[RunResult]) -> pd.DataFrame:
-    rows = []
-    for name in dict.fromkeys(r.spec for r in runs):
-        mine = [r for r in runs if r.spec == name]
-        row = {"model": name, "seeds": len(mine)}
-        for metric in COMPARED:
-            values = np.array([r.metrics.get(metric, np.nan) for r in mine], float)
-            row[metric] = f"{np.nanmean(values):.4f} ± {np.nanstd(values):.4f}" if np.isfinite(values).any() else "n/a"
-        rows.append(row)
-    return pd.DataFrame(rows)
+def comparison(runs: dict[str, list[RunResult]], evaluation: Evaluation, reference: str,
+               max_interactions: int) -> dict:
+    predictions = evaluation.pooled_predictions(np.zeros(len(evaluation.test_rows)))
+    subsets = {}
+    for subset, mask in evaluation.subsets(max_interactions).items():
+        scores = {name: [r.probabilities[mask] for r in results] for name, results in runs.items()}
+        subsets[subset] = to_json_ready(bootstrap_metrics(
+            predictions.users[mask], predictions.labels[mask], scores, reference,
+            resamples=evaluation.config.bootstrap_resamples))
+    return {"protocol": evaluation.config.model_dump(mode="json"), "folds": describe(evaluation.folds),
+            "samples_version": evaluation.samples.version, "reference": reference,
+            "seeds": {name: [r.seed for r in results] for name, results in runs.items()},
+            "run_ids": {name: [r.run_id for r in results] for name, results in runs.items()},
+            "subsets": subsets}
 
 
-def markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def markdown(result: dict) -> str:
+    """One table per subset: each metric with its interval, and the reference minus the model's AUC."""
+    lines, reference = [], result["reference"]
+    for subset, table in result["subsets"].items():
+        lines += [f"**{subset}** ({table['rows']:,} rows, {table['users']:,} users)", "",
+                  f"| model | AUC [95% CI] | GAUC [95% CI] | logloss [95% CI] | {reference} AUC minus model's [95% CI] |",
+                  "| --- | --- | --- | --- | --- |"]
+        for model, metrics in table["models"].items():
+            diff = table["differences"].get(model, {}).get("auc")
+            lines.append(f"| {model} | " + " | ".join(_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
+                         + f" | {_interval(diff, signed=True) if diff else '(reference)'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _interval(value: dict, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value['estimate']:{sign}.4f} [{value['low']:{sign}.4f}, {value['high']:{sign}.4f}]"

@@ -26,6 +26,8 @@ class ModelConfig:
     fusion: str = "gate"  # Complementary Modality Modeling: weighted_sum | concat | gate
     use_buckets: bool = True  # DMF ablation: False drops P_K / P_V
     use_modality_path: bool = True  # DMF ablation: False drops the histogram path
+    context_features: int = 0  # width of `CTRBatch.context` (point-in-time user/item statistics); 0: not used
+    target_content: bool = False  # the target's own projected content vector joins its ID embedding
     extra: dict = field(default_factory=dict)
 
 
@@ -52,7 +54,9 @@ def masked_attention(scores: torch.Tensor, values: torch.Tensor, mask: torch.Ten
 
 class DinAttention(nn.Module):
     """DIN's activation unit: an MLP scores each history item against the target from
-    [target, item, target - item, target * item]; a weighted (not normalised) sum pools them."""
+    [target, item, target - item, target * item]; a softmax over the real positions pools them.
+    (The paper's un-normalised weighted sum grows with the history's length, so a shift in history
+    lengths between training and test moves every interest vector out of the range it was trained on.)"""
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 32)):
         super().__init__()
@@ -61,7 +65,7 @@ class DinAttention(nn.Module):
     def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         query = target.unsqueeze(1).expand_as(history)
         scores = self.score(torch.cat([query, history, query - history, query * history], dim=-1)).squeeze(-1)
-        return (scores * mask).unsqueeze(-1).mul(history).sum(dim=1)
+        return masked_attention(scores, history, mask)
 
 
 class SimilarityHistograms(nn.Module):
@@ -70,12 +74,14 @@ class SimilarityHistograms(nn.Module):
     target vector's term depends on the item alone: a scorer computes `item_term` once per item and
     reuses it across requests instead of multiplying a 1,664-d vector per candidate per request."""
 
-    def __init__(self, cfg: ModelConfig, outputs: int):
+    def __init__(self, cfg: ModelConfig, outputs: int, with_context: bool = False):
         super().__init__()
         self.modalities = cfg.modalities
         first = cfg.mlp[0] if cfg.mlp else outputs
         self.from_histograms = nn.Linear(len(cfg.modalities) * cfg.buckets, first)
         self.from_vector = nn.Linear(cfg.vector_dim, first, bias=False) if cfg.vector_dim else None
+        self.from_context = nn.Linear(cfg.context_features, first, bias=False) \
+            if with_context and cfg.context_features else None
         rest: list[nn.Module] = [nn.ReLU(), *([nn.Dropout(cfg.dropout)] if cfg.dropout else []),
                                  MLP(first, cfg.mlp[1:], outputs, cfg.dropout)] if cfg.mlp else []
         self.rest = nn.Sequential(*rest)
@@ -88,7 +94,15 @@ class SimilarityHistograms(nn.Module):
         histograms = torch.cat([batch.sim_hist[m] for m in self.modalities], dim=-1)
         if item_term is None:
             item_term = self.item_term(batch.target_vectors)
-        return self.rest(self.from_histograms(histograms) + item_term)
+        first = self.from_histograms(histograms) + item_term
+        if self.from_context is not None:
+            first = first + self.from_context(batch.context)
+        return self.rest(first)
+
+
+def with_context(inputs: list[torch.Tensor], batch: CTRBatch, cfg: ModelConfig) -> torch.Tensor:
+    """The head's inputs, with the batch's context features when the model takes them."""
+    return torch.cat([*inputs, batch.context] if cfg.context_features else inputs, dim=-1)
 
 
 class BucketEmbeddings(nn.Module):

@@ -52,7 +52,12 @@ def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
     history = request_history(row, served.vocabulary, catalog)
     items = catalog[TARGET_VECTOR_MODALITY].ids
     unseen = items[~np.isin(items, np.asarray(row["long_hist_item_ids"], np.int64))]
-    probabilities = torch.sigmoid(scorer.score(history, Items.from_catalog(unseen, served.vocabulary, catalog)))
+    context = None
+    if served.prior_stats is not None:  # the statistics as of the newest event the model was trained with
+        now = np.full(len(unseen), np.iinfo(np.int64).max // 2)
+        context = torch.from_numpy(served.prior_stats.features(np.full(len(unseen), user_id), unseen, now))
+    candidates = Items.from_catalog(unseen, served.vocabulary, catalog)
+    probabilities = torch.sigmoid(scorer.score(history, candidates, context=context))
     best = torch.topk(probabilities, min(k, len(unseen)))
     return [Recommendation(int(unseen[i]), float(p)) for p, i in zip(best.values, best.indices, strict=True)]
 

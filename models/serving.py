@@ -80,14 +80,15 @@ def request_features(history: Items, candidates: Items, edges: dict[str, torch.T
     return RequestFeatures(sims, bucket_ids, histograms)
 
 
-def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int) -> CTRBatch:
+def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int,
+                   context: torch.Tensor | None = None) -> CTRBatch:
     """The same request as a training batch: one row per candidate, the (short) history repeated."""
     n, short = len(candidates.ids), history.ids[:history_length]
     return CTRBatch(
         user_ids=torch.zeros(n, dtype=torch.long), target_ids=candidates.ids,
         hist_ids=short.expand(n, len(short)), hist_mask=torch.ones(n, len(short), dtype=torch.bool),
         buckets=features.buckets, sims=features.sims, sim_hist=features.sim_hist,
-        target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY))
+        target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY), context=context)
 
 
 class _Scorer:
@@ -111,8 +112,12 @@ class _Scorer:
         return None if path is None else path.item_term(vectors)
 
     def _finish(self, target: torch.Tensor, interest: torch.Tensor, history: Items, candidates: Items,
-                features: RequestFeatures, item_terms: torch.Tensor | None) -> torch.Tensor:
-        batch = training_batch(history, candidates, features, self.history_length)
+                features: RequestFeatures, item_terms: torch.Tensor | None, context: torch.Tensor | None,
+                ) -> torch.Tensor:
+        if self.model.cfg.context_features and context is None:
+            raise ValueError("this model takes context features (the user's and candidates' point-in-time "
+                             "statistics, models.prior_stats): pass `context`")
+        batch = training_batch(history, candidates, features, self.history_length, context)
         return self.model.combine(target, interest, batch, item_terms).squeeze(-1)
 
 
@@ -123,12 +128,14 @@ class DecoupledScorer(_Scorer):
     the work is a few [N, L] gathers and scatters; the history is projected once per request."""
 
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`)."""
+    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None,
+              context: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`; `context`: [N, C]
+        the user's and each candidate's statistics, for a model trained with them)."""
         model = self.model
         features = request_features(history, candidates, self.edges, self.history_length)
         keys, values = model.history_projections(history.ids[:self.history_length])  # [L, a], once per request
-        target = model.items(candidates.ids)
+        target = model.target(candidates.ids, candidates.vectors.get(TARGET_VECTOR_MODALITY))
         query = model.query(target)  # [N, a]
         scores = query @ keys.T  # [N, L]
         tables = []
@@ -143,21 +150,22 @@ class DecoupledScorer(_Scorer):
         for index, value_table in tables:
             per_bucket = torch.zeros(len(index), value_table.shape[0]).scatter_add_(1, index, weights)
             interest = interest + per_bucket @ value_table
-        return self._finish(target, interest, history, candidates, features, item_terms)
+        return self._finish(target, interest, history, candidates, features, item_terms, context)
 
 
 class EarlyFusionScorer(_Scorer):
     model: DMFEarlyFusion
 
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None,
+              context: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model
         features = request_features(history, candidates, self.edges, self.history_length)
         n = len(candidates.ids)
         embedded = model.items(history.ids[:self.history_length]).expand(n, -1, -1)
         inputs = torch.cat([embedded, similarity_inputs(features.buckets, features.sims, model.cfg.modalities)], dim=-1)
         keys, values = model.key(inputs), model.value(inputs)  # [N, L, a]: recomputed per candidate
-        target = model.items(candidates.ids)
+        target = model.target(candidates.ids, candidates.vectors.get(TARGET_VECTOR_MODALITY))
         mask = torch.ones(keys.shape[:2], dtype=torch.bool)
         interest = model.attend(target, keys, values, mask)
-        return self._finish(target, interest, history, candidates, features, item_terms)
+        return self._finish(target, interest, history, candidates, features, item_terms, context)

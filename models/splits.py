@@ -1,4 +1,5 @@
-"""One split of `samples` as a stream of CTRBatches, with bounded memory.
+"""One split of `samples` (under one fold of the evaluation protocol) as a stream of CTRBatches,
+with bounded memory.
 
 Files (one per day) are read in record batches and pooled into a buffer of a few batches' rows; a
 training pass shuffles the file order and each buffer (seeded per epoch), so batches mix days
@@ -17,7 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.batch import CTRBatch
-from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns, to_batch
+from models.data import ItemVectorTable, PinnedTable, Vocabulary, epoch_seconds, sample_columns, to_batch
+from models.prior_stats import PriorStats
+from models.protocol import SPLIT_CODES, TRAIN, Fold
 
 _BUFFER_BATCHES = 16
 
@@ -25,12 +28,14 @@ _BUFFER_BATCHES = 16
 @dataclass
 class SplitReader:
     samples: PinnedTable
+    fold: Fold
     split: str
     batch_size: int
     vocabulary: Vocabulary
     modalities: Sequence[str]
     vectors: ItemVectorTable | None
     hist_vectors: bool = False
+    prior_stats: PriorStats | None = None
     shuffle_seed: int | None = None  # None: file order, no shuffling (evaluation)
     cache_bytes: int = 2 << 30
     epoch: int = 0
@@ -73,12 +78,13 @@ class SplitReader:
 
     def _batch(self, table: pa.Table) -> CTRBatch:
         records = table.combine_chunks().to_batches()[0]
-        return to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+        return to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors, self.prior_stats)
 
     def _buffers(self, files: list[str]) -> Iterator[pa.Table]:
         pending, rows = [], 0
         for records in self.samples.batches(sample_columns(self.modalities), self.batch_size, files):
-            records = records.filter(pc.equal(records.column("split"), self.split))
+            codes = self.fold.assign(records.column("user_id").to_numpy(), epoch_seconds(records.column("event_time")))
+            records = records.filter(pa.array(codes == SPLIT_CODES[self.split]))
             if records.num_rows:
                 pending.append(records)
                 rows += records.num_rows
@@ -90,22 +96,53 @@ class SplitReader:
 
 
 @dataclass(frozen=True)
+class SampleIndex:
+    """The narrow columns of every row of a samples table, read in one pass: enough to resolve the
+    protocol's folds, count training targets, build point-in-time statistics and fit the baselines
+    that need no features."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seconds: np.ndarray
+    labels: np.ndarray
+    is_negative: np.ndarray
+
+    @classmethod
+    def read(cls, samples: PinnedTable) -> SampleIndex:
+        parts: dict[str, list[np.ndarray]] = {f: [] for f in ("user_ids", "item_ids", "seconds", "labels", "is_negative")}
+        for records in samples.batches(["user_id", "item_id", "event_time", "label", "is_negative"], 65_536):
+            parts["user_ids"].append(records.column("user_id").to_numpy())
+            parts["item_ids"].append(records.column("item_id").to_numpy())
+            parts["seconds"].append(epoch_seconds(records.column("event_time")))
+            parts["labels"].append(records.column("label").to_numpy())
+            parts["is_negative"].append(records.column("is_negative").to_numpy(zero_copy_only=False))
+        empty = {"user_ids": np.int64, "item_ids": np.int64, "seconds": np.int64, "labels": np.int32,
+                 "is_negative": bool}
+        return cls(**{k: np.concatenate(v) if v else np.empty(0, empty[k]) for k, v in parts.items()})
+
+    def prior_stats(self, fold: Fold) -> PriorStats:
+        """Point-in-time statistics over the observed events, smoothed toward the fold's training rate."""
+        observed = ~self.is_negative
+        train = fold.assign(self.user_ids, self.seconds) == TRAIN
+        rate = float(self.labels[train].mean()) if train.any() else 0.5
+        return PriorStats.build(self.user_ids[observed], self.item_ids[observed], self.seconds[observed],
+                                self.labels[observed], rate)
+
+
+@dataclass(frozen=True)
 class TrainingItems:
-    """What one pass over the training split tells a run before it trains."""
+    """What the training rows of a fold tell a run before it trains."""
 
     vocabulary: Vocabulary
     target_counts: dict[int, int]  # item id -> training samples with it as target (cold-start evaluation)
     rows: int  # training samples
 
 
-def training_items(samples: PinnedTable, min_count: int = 1, split: str = "train") -> TrainingItems:
+def training_items(index: SampleIndex, fold: Fold, min_count: int = 1) -> TrainingItems:
     """Items with at least `min_count` training samples as target get their own embedding; rarer
     ones (and items never a training target) share the unknown item's, which training thereby
-    learns as the embedding of a rare item: the one a cold-start item then gets."""
-    targets = []
-    for records in samples.batches(["item_id", "split"], 65_536):
-        targets.append(records.filter(pc.equal(records.column("split"), split)).column("item_id").to_numpy())
-    target_ids = np.concatenate(targets) if targets else np.empty(0, np.int64)
+    learns as the embedding of a rare item."""
+    target_ids = index.item_ids[fold.assign(index.user_ids, index.seconds) == TRAIN]
     unique, counts = np.unique(target_ids, return_counts=True)
     return TrainingItems(Vocabulary(unique[counts >= min_count]),
                          dict(zip(unique.tolist(), counts.tolist(), strict=True)), len(target_ids))

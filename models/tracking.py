@@ -20,6 +20,7 @@ import torch
 
 from models.config import ModelSpec
 from models.data import ItemVectorTable, Vocabulary, sample_columns, to_batch
+from models.prior_stats import PriorStats
 from models.train import Predictions
 
 matplotlib.use("Agg")
@@ -44,15 +45,17 @@ class Tracker:
             mlflow.log_params(params)
             yield run.info.run_id
 
-
-    def log_comparison(self, table: pd.DataFrame, path: Path) -> None:
-        """On the active parent run: the table as artifacts and each model's mean test AUC as a metric."""
-        mlflow.log_artifact(str(path), artifact_path="comparison")
-        mlflow.log_artifact(str(path.with_suffix(".csv")), artifact_path="comparison")
-        for row in table.itertuples():
-            mean = str(row.test_auc).split(" ")[0]
-            if mean != "n/a":
-                mlflow.log_metric(f"{row.model}.test_auc_mean", float(mean))
+    def log_comparison(self, result: dict, path: Path) -> None:
+        """On the active parent run: the JSON, table and figure, and each model's metrics with bounds."""
+        for suffix in (".json", ".md", ".png"):
+            mlflow.log_artifact(str(path.with_suffix(suffix)), artifact_path="comparison")
+        metrics = {}
+        for subset, table in result["subsets"].items():
+            for model, values in table["models"].items():
+                for metric, interval in values.items():
+                    for part in ("estimate", "low", "high"):
+                        metrics[f"{model}.{subset}_{metric}_{part}"] = interval[part]
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
 
 
 @dataclass
@@ -60,9 +63,10 @@ class RunLogger:
     run_id: str
 
     def log_setup(self, spec: ModelSpec, seed: int, lineage: dict, samples_version: int,
-                  embeddings_version: int, vocabulary: int, train_rows: int) -> None:
-        params = {**_flatten(spec.model_dump(mode="json")), "seed": seed, "vocabulary": vocabulary,
-                  "train_rows": train_rows, **_flatten({"features": lineage.get("features", {})})}
+                  embeddings_version: int, folds: list[str]) -> None:
+        params = {**_flatten(spec.model_dump(mode="json")), "seed": seed,
+                  **{f"protocol.fold{i}": f for i, f in enumerate(folds, 1)},
+                  **_flatten({"features": lineage.get("features", {})})}
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.set_tags({
             "lineage.samples_version": samples_version, "lineage.item_embeddings_version": embeddings_version,
@@ -72,6 +76,11 @@ class RunLogger:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=step)
+
+    def log_search(self, search: list[dict]) -> None:
+        """A baseline's hyper-parameter search: every setting tried per fold with its validation AUC."""
+        if search:
+            mlflow.log_table(pd.DataFrame(search), artifact_file="search.json")
 
     def log_evaluation(self, predictions: Predictions, cold: np.ndarray) -> None:
         rows = [{"subset": "test", **predictions.metrics()}, {"subset": "test cold-start", **predictions.metrics(cold)}]
@@ -83,13 +92,17 @@ class RunLogger:
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
     def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
-                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict) -> None:
-        """The model, its vocabulary and item vectors, and what a server needs to bucket similarities
-        as the training samples were (meta.json: bucket edges, history length, item-vector versions)."""
+                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict,
+                  prior_stats: PriorStats | None = None) -> None:
+        """The model, its vocabulary and item vectors, what a server needs to bucket similarities
+        as the training samples were (meta.json: bucket edges, history length, item-vector versions),
+        and for a model with context features the users' and items' statistics (prior_stats.npz)."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             torch.save(model, folder / "model.pt")
             np.save(folder / "vocabulary.npy", vocabulary.ids)
+            if prior_stats is not None:
+                prior_stats.save(folder / "prior_stats.npz")
             if vectors is not None:
                 np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
             (folder / "meta.json").write_text(json.dumps({
@@ -118,6 +131,8 @@ class SamplesModel(mlflow.pyfunc.PythonModel):
         self.vocabulary = Vocabulary(np.load(folder / "vocabulary.npy"))
         self.meta = json.loads((folder / "meta.json").read_text())
         self.modalities, self.hist_vectors = self.meta["modalities"], self.meta["hist_vectors"]
+        stats_file = folder / "prior_stats.npz"
+        self.prior_stats = PriorStats.load(stats_file) if stats_file.exists() else None
         vectors_file = folder / "vectors.npz"
         self.vectors = None
         if vectors_file.exists():
@@ -125,9 +140,9 @@ class SamplesModel(mlflow.pyfunc.PythonModel):
             self.vectors = ItemVectorTable(stored["ids"], stored["matrix"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        frame = model_input.assign(label=model_input.get("label", 0), split=model_input.get("split", ""))
+        frame = model_input.assign(label=model_input.get("label", 0))
         records = pa.RecordBatch.from_pandas(frame[sample_columns(self.modalities)], preserve_index=False)
-        batch = to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors)
+        batch = to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors, self.prior_stats)
         with torch.inference_mode():
             return torch.sigmoid(self.model(batch)).numpy()
 
@@ -157,6 +172,30 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def comparison_figure(result: dict, path: Path) -> None:
+    """AUC with its 95% interval per model, overall and on cold-start items, the reference marked."""
+    subsets = [s for s in ("all", "cold") if s in result["subsets"]]
+    fig, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 0.45 * len(result["seeds"]) + 1.5),
+                             squeeze=False)
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        table = result["subsets"][subset]
+        names = list(table["models"])
+        values = [table["models"][n]["auc"] for n in names]
+        y = np.arange(len(names))
+        estimates = np.array([v["estimate"] for v in values])
+        errors = np.array([[v["estimate"] - v["low"], v["high"] - v["estimate"]] for v in values]).T
+        colours = ["tab:red" if n == result["reference"] else "tab:blue" for n in names]
+        ax.errorbar(estimates, y, xerr=np.nan_to_num(errors), fmt="none", ecolor="grey", capsize=3)
+        ax.scatter(estimates, y, c=colours, zorder=3)
+        ax.axvline(0.5, linestyle=":", color="grey")
+        ax.set(yticks=y, yticklabels=names, xlabel="test AUC (user-bootstrap 95% interval)",
+               title=f"{subset} ({table['rows']:,} rows, {table['users']:,} users)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _roc_plot(predictions: Predictions, cold: np.ndarray, path: Path) -> None:

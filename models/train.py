@@ -74,26 +74,34 @@ def predict(model: torch.nn.Module, batches: Iterable[CTRBatch]) -> Predictions:
 
 def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: TrainSettings,
         on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
-        train_batches: int | None = None) -> FitResult:
-    """Train until validation AUC stops improving for `patience` epochs; keep the best weights."""
+        train_batches: int | None = None, monitor: Batches | None = None) -> FitResult:
+    """Train until validation AUC stops improving for `patience` epochs; keep the best weights.
+    `monitor` (the test rows) is only scored and reported each epoch, to show over- or under-fitting:
+    it never chooses anything."""
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     result, best_auc, best_state, stale = FitResult(best_epoch=0), -1.0, None, 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        started, samples, total_loss = time.perf_counter(), 0, 0.0
+        started, samples, total_loss, seen = time.perf_counter(), 0, 0.0, ([], [])
         for batch in tqdm(train(), total=train_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                           disable=None):  # a bar on a terminal; in a log, the per-epoch lines only
             optimizer.zero_grad()
-            loss = loss_fn(model(batch), batch.labels)
+            logits = model(batch)
+            loss = loss_fn(logits, batch.labels)
             loss.backward()
             optimizer.step()
             samples += len(batch)
             total_loss += loss.item() * len(batch)
+            seen[0].append(batch.labels.numpy())
+            seen[1].append(logits.detach().numpy())
         seconds = time.perf_counter() - started
         valid_metrics = predict(model, valid()).metrics()
         metrics = {"train_loss": total_loss / max(samples, 1), "train_samples_per_s": samples / max(seconds, 1e-9),
+                   "train_auc": auc(np.concatenate(seen[0]), np.concatenate(seen[1])) if samples else float("nan"),
                    **{f"valid_{k}": v for k, v in valid_metrics.items() if k != "samples"}}
+        if monitor is not None:
+            metrics.update({f"test_{k}": v for k, v in predict(model, monitor()).metrics().items() if k != "samples"})
         result.history.append(metrics)
         on_epoch(epoch, metrics)
         if metrics["valid_auc"] > best_auc:

@@ -20,7 +20,8 @@ from models.din import DINMultimodal
 from models.dmf import DMF
 from models.layers import ModelConfig
 from models.serving import DecoupledScorer, Items, request_features, request_history
-from models.splits import SplitReader, training_items
+from models.protocol import EvaluationConfig, Fold, RollingConfig
+from models.splits import SampleIndex, SplitReader, training_items
 from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
 
@@ -47,6 +48,27 @@ def tables(spark, tmp_path_factory):
     build_features(spark, cfg, lake, progress=lambda _: None)
     spark_rows = lake.read(spark, "samples").toPandas().set_index("sample_id")
     return lake, spark_rows, vectors
+
+
+TINY_PROTOCOL = EvaluationConfig(rolling=RollingConfig(boundaries=(0.5, 0.7, 0.85), min_test_users=2),
+                                 bootstrap_resamples=50)
+
+
+def evaluation(lake, directory=None):
+    from models.experiment import DataSource, Evaluation
+
+    root = directory or lake
+    return Evaluation(DataSource(str(root / "samples") if directory else lake.uri("samples"),
+                                 str(root / "item_embeddings") if directory else lake.uri("item_embeddings"),
+                                 evaluation=TINY_PROTOCOL), progress=lambda _: None)
+
+
+def first_fold(spark_rows) -> tuple[Fold, pd.DataFrame]:
+    """A fold training on the older half of the rows, and those rows."""
+    seconds = spark_rows.event_time.astype("int64") // 10**9 if spark_rows.event_time.dt.tz is None else \
+        spark_rows.event_time.dt.tz_convert(None).astype("int64") // 10**9
+    cut = int(np.median(seconds))
+    return Fold("f", (cut, cut + 86_400, cut + 2 * 86_400)), spark_rows[seconds < cut]
 
 
 def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
@@ -80,9 +102,9 @@ def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
 
 def test_training_items_count_train_targets_and_leave_rare_items_unknown(tables):
     lake, spark_rows, _ = tables
-    train = spark_rows[spark_rows.split == "train"]
+    fold, train = first_fold(spark_rows)
     counts = train.item_id.value_counts()
-    items = training_items(PinnedTable.open(lake.uri("samples")), min_count=3)
+    items = training_items(SampleIndex.read(PinnedTable.open(lake.uri("samples"))), fold, min_count=3)
     assert items.rows == len(train) and items.target_counts == counts.to_dict()
     frequent = np.sort(counts[counts >= 3].index.to_numpy())
     assert 0 < len(frequent) < len(counts)  # the fixture has both kinds
@@ -95,10 +117,10 @@ def test_training_items_count_train_targets_and_leave_rare_items_unknown(tables)
 def test_a_training_pass_gives_every_row_once_in_full_batches_shuffled_per_epoch(tables, cache_bytes):
     lake, spark_rows, _ = tables
     samples = PinnedTable.open(lake.uri("samples"))
-    reader = SplitReader(samples, "train", 5, Vocabulary(np.arange(1, 30)), ("text",), None, shuffle_seed=0,
+    fold, train = first_fold(spark_rows)
+    reader = SplitReader(samples, fold, "train", 5, Vocabulary(np.arange(1, 30)), ("text",), None, shuffle_seed=0,
                          cache_bytes=cache_bytes)
-    train = spark_rows[spark_rows.split == "train"]
-    assert len(train) > 16 * 5  # more than one buffer of rows, so rows carry across buffers
+    assert len(train) > 8 * 5  # more than one buffer of rows, so rows carry across buffers
     orders = []
     for _ in range(3):
         batches = list(reader)
@@ -127,23 +149,25 @@ def test_models_run_on_loaded_batches_and_unknown_items_map_to_zero(tables):
 def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered_model(tables, tmp_path):
     import mlflow
 
-    from models.experiment import DataSource, train_run
+    from models.experiment import train_run
     from models.tracking import Tracker
 
     lake, spark_rows, _ = tables
     spec = load_model_spec("dmf").model_copy(update={"training": load_model_spec("dmf").training.model_copy(
-        update={"epochs": 2, "batch_size": 32})})
+        update={"epochs": 2, "batch_size": 32, "patience": 5})})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "test-experiment")
-    result = train_run(spec, 0, DataSource(lake.uri("samples"), lake.uri("item_embeddings")), tracker,
-                       progress=lambda _: None)
+    result = train_run(spec, 0, evaluation(lake), tracker, progress=lambda _: None)
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["lineage.samples_version"] == "0"
     assert run.data.tags["lineage.item_vectors.fused"] == VERSIONS["fused"]
     assert run.data.params["architecture.fusion"] == "gate" and run.data.params["features.buckets"] == "6"
-    for metric in ("test_auc", "test_logloss", "valid_auc", "train_samples_per_s", "test_cold_samples"):
+    assert run.data.params["protocol.fold1"].startswith("fold1: train < ")
+    for metric in ("test_auc", "test_logloss", "fold1.valid_auc", "fold2.train_auc", "fold2.test_auc",
+                   "fold1.train_samples_per_s", "test_cold_samples", "item_mean_test_auc"):
         assert metric in run.data.metrics
-    history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "valid_auc")
-    assert [m.step for m in history] == [1, 2]
+    for fold in ("fold1", "fold2"):
+        history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, f"{fold}.valid_auc")
+        assert [m.step for m in history] == [1, 2]
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/results.csv"} <= artifacts
     version = mlflow.tracking.MlflowClient().search_model_versions("name='dmf'")[0]
@@ -153,10 +177,10 @@ def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered
     assert probabilities.shape == (6,) and ((probabilities > 0) & (probabilities < 1)).all()
 
 
-def test_compare_trains_every_spec_per_seed_as_child_runs_and_tabulates_them(tables, tmp_path):
+def test_compare_fits_baselines_and_every_spec_per_seed_with_paired_intervals(tables, tmp_path):
     import mlflow
 
-    from models.experiment import DataSource, compare
+    from models.experiment import compare
     from models.tracking import Tracker
 
     lake, _, _ = tables
@@ -166,18 +190,25 @@ def test_compare_trains_every_spec_per_seed_as_child_runs_and_tabulates_them(tab
         return spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "compare-experiment")
-    table = compare([quick("din"), quick("dmf")], DataSource(lake.uri("samples"), lake.uri("item_embeddings")),
-                    tracker, tmp_path / "reports", seeds=(0, 1), progress=lambda _: None)
-    assert list(table.model) == ["din", "dmf"] and list(table.seeds) == [2, 2]
-    assert all(" ± " in cell for cell in table.test_auc)
-    written = list((tmp_path / "reports").glob("compare-*.md"))
-    assert len(written) == 1 and "| dmf | 2 |" in written[0].read_text()
+    result = compare([quick("din"), quick("dmf")], ["item_mean", "lightgbm"], evaluation(lake), tracker,
+                     tmp_path / "reports", seeds=(0, 1), progress=lambda _: None)
+    table = result["subsets"]["all"]
+    assert list(table["models"]) == ["item_mean", "lightgbm", "din", "dmf"] and result["reference"] == "dmf"
+    assert result["seeds"] == {"item_mean": [0], "lightgbm": [0], "din": [0, 1], "dmf": [0, 1]}
+    assert set(table["differences"]) == {"item_mean", "lightgbm", "din"}
+    for interval in (table["models"]["dmf"]["auc"], table["differences"]["din"]["gauc"]):
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+    assert set(result["subsets"]) == {"all", "cold", "rare"}
+    written = {p.suffix for p in (tmp_path / "reports").glob("compare-*")}
+    assert written == {".json", ".md", ".png"}
+    assert json.loads(next((tmp_path / "reports").glob("compare-*.json")).read_text()) == result
     runs = mlflow.search_runs(experiment_names=["compare-experiment"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(parents) == 1 and len(children) == 4
-    assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1"]
-    assert {"din.test_auc_mean", "dmf.test_auc_mean"} <= set(parents[0].data.metrics)
+    assert len(parents) == 1 and len(children) == 6
+    assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1",
+                                                          "item_mean", "lightgbm"]
+    assert {"dmf.all_auc_estimate", "lightgbm.cold_auc_low"} <= set(parents[0].data.metrics)
 
 
 def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_training_scores(tables):
@@ -220,18 +251,15 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
 
 
 def test_a_missing_table_or_version_is_a_clear_error(tables, tmp_path):
-    from models.experiment import DataSource, train_run
-
     lake, _, _ = tables
     with pytest.raises(LookupError, match=r"samples has no version 99 \(the latest is 0\)"):
         PinnedTable.open(lake.uri("samples"), version=99)
-    missing = DataSource(str(tmp_path / "samples"), str(tmp_path / "item_embeddings"))
     with pytest.raises(LookupError, match="there is no Delta table at .*: build samples with `dmf features`"):
-        train_run(load_model_spec("dmf"), 0, missing, tracker=None, progress=lambda _: None)
+        evaluation(lake, tmp_path)
 
 
 def test_recommend_scores_the_unseen_catalog_for_a_user_with_the_registered_model(tables, tmp_path):
-    from models.experiment import DataSource, train_run
+    from models.experiment import train_run
     from models.recommend import recommend
     from models.tracking import Tracker
 
@@ -240,7 +268,7 @@ def test_recommend_scores_the_unseen_catalog_for_a_user_with_the_registered_mode
     for name in ("dmf", "din"):
         spec = load_model_spec(name)
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
-        train_run(spec, 0, DataSource(lake.uri("samples"), lake.uri("item_embeddings")), tracker, lambda _: None)
+        train_run(spec, 0, evaluation(lake), tracker, lambda _: None)
     sequences = pa.Table.from_batches(list(PinnedTable.open(lake.uri("user_sequences")).batches(
         ["user_id", "long_hist_item_ids"], 64))).to_pylist()
     user = sequences[0]

@@ -18,12 +18,14 @@ from models.serving import DecoupledScorer, EarlyFusionScorer, Items, bucket_of,
 
 MODALITIES = ("text", "image", "fused")
 CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8,
-                  attention_dim=8, mlp=(16,))
+                  attention_dim=8, mlp=(16,), context_features=4, target_content=True)
 VARIANTS = {
     "din": (DIN, {}), "din_multimodal": (DINMultimodal, {}), "modality_centric": (ModalityCentric, {}),
     "dmf_gate": (DMF, {}), "dmf_concat": (DMF, {"fusion": "concat"}), "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
     "dmf_no_buckets": (DMF, {"use_buckets": False}), "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
     "dmf_early_fusion": (DMFEarlyFusion, {}),
+    "dmf_ids_only": (DMF, {"context_features": 0, "target_content": False}),
+    "din_no_context": (DIN, {"context_features": 0}),
 }
 
 
@@ -46,6 +48,7 @@ def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
                     target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
                     hist_vectors=torch.randn(n * length, CFG.vector_dim, generator=g),
                     hist_vector_rows=torch.arange(n * length).reshape(n, length),
+                    context=torch.randn(n, CFG.context_features, generator=g),
                     labels=torch.randint(0, 2, (n,), generator=g).float())
 
 
@@ -100,17 +103,21 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
 
 @pytest.mark.parametrize("name,scorer", [("dmf_gate", DecoupledScorer), ("dmf_concat", DecoupledScorer),
                                          ("dmf_sum", DecoupledScorer), ("dmf_no_buckets", DecoupledScorer),
-                                         ("dmf_early_fusion", EarlyFusionScorer)])
+                                         ("dmf_early_fusion", EarlyFusionScorer), ("dmf_ids_only", DecoupledScorer)])
 def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
     serving = scorer(model, EDGES, SHORT)
     features = request_features(history, candidates, serving.edges, SHORT)
+    context = torch.randn(len(candidates.ids), model.cfg.context_features) if model.cfg.context_features else None
     with torch.no_grad():
-        trained = model(training_batch(history, candidates, features, SHORT))
-    torch.testing.assert_close(serving.score(history, candidates), trained, rtol=0, atol=1e-5)
+        trained = model(training_batch(history, candidates, features, SHORT, context))
+    torch.testing.assert_close(serving.score(history, candidates, context=context), trained, rtol=0, atol=1e-5)
     catalog_terms = serving.item_terms(candidates.vectors["fused"])  # as a server precomputes them
-    torch.testing.assert_close(serving.score(history, candidates, catalog_terms), trained, rtol=0, atol=1e-5)
+    torch.testing.assert_close(serving.score(history, candidates, catalog_terms, context), trained, rtol=0, atol=1e-5)
+    if context is not None:
+        with pytest.raises(ValueError, match="takes context features"):
+            serving.score(history, candidates)
     assert (features.buckets["image"] == -1).any()  # some items lack an image: masked, not bucket 0
     assert features.buckets["text"].shape == features.sims["text"].shape == (len(candidates.ids), SHORT)
     # the histograms count the whole (long) history of 6 items, as `samples` does
