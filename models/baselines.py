@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from models.data import PinnedTable, epoch_seconds
+from models.data import PinnedTable, epoch_seconds, list_matrix
 from models.metrics import auc
 from models.prior_stats import CONTEXT_FEATURES, PriorStats
 from models.protocol import TEST, TRAIN, VALID, Fold
@@ -57,17 +57,21 @@ def item_mean_scores(rows: FoldRows, item_ids: np.ndarray) -> np.ndarray:
 
 
 def popularity(rows: FoldRows) -> BaselineFit:
-    """Training rows of the item (log count), as a score: more rated, more liked."""
+    """The item's training rows (log count): more rated, more liked. Turned into a probability by a
+    one-feature logistic fit on the validation rows, so that its log loss means something."""
+    from sklearn.linear_model import LogisticRegression
+
     train_items = rows.index.item_ids[rows.mask(TRAIN)]
     known, counts = np.unique(train_items, return_counts=True)
 
     def score(mask):
         ids = rows.index.item_ids[mask]
         position = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        found = known[position] == ids
-        return np.where(found, np.log1p(counts[position]), 0.0) / np.log1p(counts.max())
+        return np.where(known[position] == ids, np.log1p(counts[position]), 0.0)[:, None]
 
-    return BaselineFit(score(rows.mask(VALID)), score(rows.mask(TEST)))
+    valid, test = score(rows.mask(VALID)), score(rows.mask(TEST))
+    scale = LogisticRegression().fit(valid, rows.index.labels[rows.mask(VALID)])
+    return BaselineFit(scale.predict_proba(valid)[:, 1], scale.predict_proba(test)[:, 1])
 
 
 def item_mean(rows: FoldRows) -> BaselineFit:
@@ -136,19 +140,14 @@ def _features(records: pa.RecordBatch, prior_stats: PriorStats, modalities: Sequ
                                 epoch_seconds(records.column("event_time")))]
     with np.errstate(all="ignore"):
         for m in modalities:
-            sims = _matrix(records.column(f"{m}_sim"), n)
-            topk = _matrix(records.column(f"{m}_topk_sims"), n)
+            sims = list_matrix(records.column(f"{m}_sim"), n).astype(np.float32)
+            topk = list_matrix(records.column(f"{m}_topk_sims"), n).astype(np.float32)
             covered = np.isfinite(sims).sum(axis=1)
             out += [np.nanmean(sims, axis=1)[:, None], np.nanmax(sims, axis=1)[:, None], sims[:, :1],
-                    covered[:, None].astype(np.float32), _matrix(records.column(f"{m}_hist"), n),
+                    covered[:, None].astype(np.float32), list_matrix(records.column(f"{m}_hist"), n),
                     np.log1p(records.column(f"{m}_hist_count").to_numpy().astype(np.float32))[:, None],
                     np.nanmean(topk, axis=1)[:, None], np.nanmax(topk, axis=1)[:, None]]
     return np.concatenate([np.asarray(o, np.float32).reshape(n, -1) for o in out], axis=1)
-
-
-def _matrix(column: pa.Array, rows: int) -> np.ndarray:
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(rows, -1)
 
 
 def lightgbm_features(rows: FoldRows, features: np.ndarray, seed: int = 0) -> BaselineFit:

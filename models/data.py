@@ -137,7 +137,7 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
     """A `samples` record batch as model input: ids through the vocabulary, vectors looked up, and
     (with `prior_stats`) the user's and item's point-in-time statistics as context features."""
     n = records.num_rows
-    raw_hist = _matrix(records.column("hist_item_ids"), n)
+    raw_hist = list_matrix(records.column("hist_item_ids"), n)
     mask = np.arange(raw_hist.shape[1])[None, :] < records.column("hist_len").to_numpy()[:, None]
     targets = records.column("item_id").to_numpy()
     batch = CTRBatch(
@@ -145,10 +145,10 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         target_ids=torch.from_numpy(vocabulary.index(targets)),
         hist_ids=torch.from_numpy(vocabulary.index(raw_hist) * mask),
         hist_mask=torch.from_numpy(mask),
-        buckets={m: torch.from_numpy(_matrix(records.column(f"{m}_bucket"), n).astype(np.int64)) for m in modalities},
-        sims={m: torch.from_numpy(np.nan_to_num(_matrix(records.column(f"{m}_sim"), n)).astype(np.float32))
+        buckets={m: torch.from_numpy(list_matrix(records.column(f"{m}_bucket"), n).astype(np.int64)) for m in modalities},
+        sims={m: torch.from_numpy(np.nan_to_num(list_matrix(records.column(f"{m}_sim"), n)).astype(np.float32))
               for m in modalities},
-        sim_hist={m: torch.from_numpy(_matrix(records.column(f"{m}_hist"), n).astype(np.float32)) for m in modalities},
+        sim_hist={m: torch.from_numpy(list_matrix(records.column(f"{m}_hist"), n).astype(np.float32)) for m in modalities},
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )
@@ -164,7 +164,7 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
     return batch
 
 
-def _matrix(column: pa.Array, rows: int) -> np.ndarray:
+def list_matrix(column: pa.Array, rows: int) -> np.ndarray:
     """A list column whose lists all have one length as a [rows, length] array."""
     values = column.flatten().to_numpy(zero_copy_only=False, writable=True)
     return values.reshape(rows, -1) if rows else values.reshape(0, 0)

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scores
 from models.batch import TARGET_VECTOR_MODALITY
@@ -27,7 +28,8 @@ from models.splits import SampleIndex, SplitReader, training_items
 from models.tracking import Tracker, comparison_figure
 from models.train import Predictions, TrainSettings, fit, predict, seed_everything
 
-SUBSETS = ("all", "cold", "rare")  # cold: target never in the fold's training rows; rare: 1..max_interactions
+PRELOAD_BYTES = 2 << 30
+
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,16 @@ class Evaluation:
         self.folds = resolve_folds(self.config, self.index.user_ids, self.index.seconds)
         self._rows: dict[str, FoldRows] = {}
         progress(f"evaluation protocol {self.config.protocol}: " + "; ".join(describe(self.folds)))
+
+    @cached_property
+    def preloaded(self) -> pa.Table | None:
+        """Every row's model inputs in memory when they fit in `PRELOAD_BYTES`: each fold's readers
+        then filter it instead of re-reading thousands of small daily files per fold and split."""
+        columns = sample_columns(list(self.lineage["item_vectors"]))
+        first = next(self.samples.batches(columns, 1_024), None)
+        if first is None or first.nbytes / max(first.num_rows, 1) * len(self.index.labels) > PRELOAD_BYTES:
+            return None
+        return pa.Table.from_batches(list(self.samples.batches(columns, 65_536))).combine_chunks()
 
     @property
     def buckets(self) -> int:
@@ -97,6 +109,7 @@ class Evaluation:
         return self.pooled_test(counts).astype(np.int64)
 
     def subsets(self, max_interactions: int) -> dict[str, np.ndarray]:
+        """all; cold: the target never was a training row of its fold; rare: 1..max_interactions times."""
         counts = self.test_train_counts
         return {"all": np.ones(len(counts), bool), "cold": counts == 0,
                 "rare": (counts >= 1) & (counts <= max_interactions)}
@@ -139,7 +152,7 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
     with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
         run.log_setup(spec, seed, evaluation.lineage, evaluation.samples.version, evaluation.embeddings.version,
                       describe(evaluation.folds))
-        started, test_parts, best_epochs = time.perf_counter(), [], []
+        started, test_parts, best_epochs, best_valid = time.perf_counter(), [], [], []
         for fold in evaluation.folds:
             evaluation.check_no_leakage(fold)
             rows = evaluation.rows(fold)
@@ -150,7 +163,8 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
             def reader(split: str, shuffle: bool, fold=fold, items=items, model=model, context=context) -> SplitReader:
                 return SplitReader(evaluation.samples, fold, split, spec.training.batch_size, items.vocabulary,
                                    modalities, vectors, hist_vectors=getattr(model, "needs_hist_vectors", False),
-                                   prior_stats=context, shuffle_seed=seed if shuffle else None)
+                                   prior_stats=context, preloaded=evaluation.preloaded,
+                                   shuffle_seed=seed if shuffle else None)
 
             train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
 
@@ -162,6 +176,7 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
             fitted = fit(model, lambda train=train: train, lambda valid=valid: valid, settings, on_epoch,
                          train_batches=-(-items.rows // spec.training.batch_size), monitor=lambda test=test: test)
             best_epochs.append(fitted.best_epoch)
+            best_valid.append(fitted.history[fitted.best_epoch - 1]["valid_auc"] if fitted.best_epoch else np.nan)
             predicted = predict(model, test)
             expected = evaluation.index.item_ids[rows.mask(TEST)]
             if not np.array_equal(predicted.items, expected):
@@ -170,7 +185,8 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
         probabilities = evaluation.pooled_test(test_parts)
         metrics = {**_subset_metrics(evaluation, probabilities, spec.cold_start_max_interactions),
                    **_item_mean_metrics(evaluation, spec.cold_start_max_interactions),
-                   "train_seconds": time.perf_counter() - started, "best_epoch_mean": float(np.mean(best_epochs))}
+                   "train_seconds": time.perf_counter() - started, "best_epoch_mean": float(np.mean(best_epochs)),
+                   "valid_auc_mean": float(np.mean(best_valid))}  # what a hyper-parameter search may look at
         run.log_metrics(metrics)
         subsets = evaluation.subsets(spec.cold_start_max_interactions)
         run.log_evaluation(evaluation.pooled_predictions(probabilities), subsets["cold"])
@@ -207,6 +223,7 @@ def baseline_run(name: str, evaluation: Evaluation, tracker: Tracker, max_intera
     features = None
     if name == "lightgbm":
         modalities = list(evaluation.lineage["item_vectors"])
+        # statistics smoothed toward the first fold's training rate: earlier than every fold's test rows
         features = feature_matrix(evaluation.samples, evaluation.index, evaluation.rows(evaluation.folds[0]).prior_stats,
                                   modalities)
     with tracker.run(f"{name}", parent_run_id) as run:

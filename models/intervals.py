@@ -37,44 +37,52 @@ class Interval:
 
 @dataclass(frozen=True)
 class _RankPlan:
-    """One score order, reusable for any row weights: positives and negatives in score order, and for
-    each positive the number of negatives scored strictly below it and below or equal (ties count half)."""
+    """One score order, reusable for any row weights. AUC is the weighted share of (upper, lower) pairs
+    that the scores put in that order, ties counting half; for each upper row, `below` and `upto` count
+    the lower rows scored strictly below it and below or equal. Rows in score order."""
 
-    positives: np.ndarray
-    negatives: np.ndarray
+    upper: np.ndarray
+    lower: np.ndarray
     below: np.ndarray
     upto: np.ndarray
 
 
 def _rank_plan(labels: np.ndarray, scores: np.ndarray) -> _RankPlan:
+    upper = labels > 0.5
+    # The weights of the lower rows get a cumulative sum, the slowest step (numpy cannot vectorise it),
+    # so they are made the smaller class: P(positive > negative) = P(-negative > -positive).
+    if upper.sum() < len(upper) / 2:
+        upper, scores = ~upper, -scores
     order = np.argsort(scores, kind="stable")
-    ordered, positive = scores[order], labels[order] > 0.5
-    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    ordered, upper = scores[order], upper[order]
+    new_group = np.ones(len(ordered), bool)  # not np.r_[True, ...]: that has one entry too many for no rows
+    new_group[1:] = ordered[1:] != ordered[:-1]
     starts = np.flatnonzero(new_group)
     stops = np.r_[starts[1:], len(ordered)]
     group = np.cumsum(new_group) - 1
-    negatives_before = np.r_[0, np.cumsum(~positive)]  # negatives among the first k rows in score order
-    return _RankPlan(order[positive], order[~positive], negatives_before[starts[group[positive]]],
-                     negatives_before[stops[group[positive]]])
+    lower_before = np.r_[0, np.cumsum(~upper)]  # lower rows among the first k rows in score order
+    return _RankPlan(order[upper], order[~upper], lower_before[starts[group[upper]]], lower_before[stops[group[upper]]])
 
 
-def _auc_from_weights(plan: _RankPlan, positive_weights: np.ndarray, negative_weights: np.ndarray) -> np.ndarray:
+def _auc_from_weights(plan: _RankPlan, upper_weights: np.ndarray, lower_weights: np.ndarray) -> np.ndarray:
     """Weighted Mann-Whitney AUC; the weights are [rows, resamples] so that the cumulative sum and the
-    gathers below move whole contiguous rows (far faster than working along the last axis)."""
-    cumulative = np.zeros((len(negative_weights) + 1, negative_weights.shape[1]))
-    np.cumsum(negative_weights, axis=0, out=cumulative[1:])
-    # A positive beats the negatives below it and ties with those in its group: (below + upto) / 2.
-    beaten = cumulative[plan.below] + cumulative[plan.upto]
-    pairs = positive_weights.sum(axis=0) * cumulative[-1]
+    gathers below move whole contiguous rows."""
+    cumulative = np.zeros((len(lower_weights) + 1, lower_weights.shape[1]))
+    np.cumsum(lower_weights, axis=0, out=cumulative[1:])
+    # An upper row beats the lower rows below it and ties with those in its group: (below + upto) / 2.
+    beaten = cumulative.take(plan.below, axis=0) + cumulative.take(plan.upto, axis=0)
+    pairs = upper_weights.sum(axis=0) * cumulative[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(pairs > 0, np.einsum("ij,ij->j", positive_weights, beaten) / 2 / pairs, np.nan)
+        return np.where(pairs > 0, np.einsum("ij,ij->j", upper_weights, beaten) / 2 / pairs, np.nan)
 
 
 def _user_aucs(user_index: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_users: int) -> np.ndarray:
     """Unweighted AUC of each user's rows (NaN for a user with one class), all users in one sort."""
     order = np.lexsort((scores, user_index))
     users, ordered, positive = user_index[order], scores[order], labels[order] > 0.5
-    starts = np.flatnonzero(np.r_[True, (users[1:] != users[:-1]) | (ordered[1:] != ordered[:-1])])
+    new_group = np.ones(len(users), bool)
+    new_group[1:] = (users[1:] != users[:-1]) | (ordered[1:] != ordered[:-1])
+    starts = np.flatnonzero(new_group)
     stops = np.r_[starts[1:], len(users)]
     sizes = np.bincount(users, minlength=n_users)
     # Tie groups never span two users, so a global average rank minus the rows of earlier users is the
@@ -102,7 +110,7 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
     """AUC with row weights (a row of weight k counts as k copies); equals `metrics.auc` for unit weights."""
     labels, scores, weights = np.asarray(labels), np.asarray(scores, np.float64), np.asarray(weights, np.float64)
     plan = _rank_plan(labels, scores)
-    return float(_auc_from_weights(plan, weights[plan.positives, None], weights[plan.negatives, None])[0])
+    return float(_auc_from_weights(plan, weights[plan.upper, None], weights[plan.lower, None])[0])
 
 
 def weighted_gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
@@ -142,12 +150,12 @@ def _resampled(metric: str, user_index: np.ndarray, labels: np.ndarray, scores: 
         user_weights = np.where(np.isnan(aucs), 0.0, sizes)
         return _ratio((user_weights * np.nan_to_num(aucs)) @ counts, user_weights @ counts)
     plan = _rank_plan(labels, scores)
-    positive_users, negative_users = user_index[plan.positives], user_index[plan.negatives]
+    upper_users, lower_users = user_index[plan.upper], user_index[plan.lower]
     step = max(1, _CHUNK_ELEMENTS // max(1, len(labels)))
-    return np.concatenate([
-        _auc_from_weights(plan, counts[positive_users, start:start + step], counts[negative_users, start:start + step])
-        for start in range(0, counts.shape[1], step)
-    ])
+    chunks = (np.ascontiguousarray(counts[:, start:start + step]) for start in range(0, counts.shape[1], step))
+    # take() on contiguous rows is several times faster than fancy indexing of a strided view.
+    return np.concatenate([_auc_from_weights(plan, chunk.take(upper_users, axis=0), chunk.take(lower_users, axis=0))
+                           for chunk in chunks])
 
 
 def _interval(values: np.ndarray) -> Interval:

@@ -36,6 +36,7 @@ class SplitReader:
     vectors: ItemVectorTable | None
     hist_vectors: bool = False
     prior_stats: PriorStats | None = None
+    preloaded: pa.Table | None = None  # the whole table in memory (shared by every reader of a run): no file reads
     shuffle_seed: int | None = None  # None: file order, no shuffling (evaluation)
     cache_bytes: int = 2 << 30
     epoch: int = 0
@@ -44,6 +45,8 @@ class SplitReader:
     def __iter__(self) -> Iterator[CTRBatch]:
         rng = np.random.default_rng(None if self.shuffle_seed is None else (self.shuffle_seed, self.epoch))
         self.epoch += 1
+        if self._cached is None and self.preloaded is not None:
+            self._cached = self.preloaded.filter(self._in_split(self.preloaded))
         if self._cached is not None:
             yield from self._batches(self._cached, rng)
             return
@@ -80,11 +83,14 @@ class SplitReader:
         records = table.combine_chunks().to_batches()[0]
         return to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors, self.prior_stats)
 
+    def _in_split(self, records: pa.RecordBatch | pa.Table) -> pa.Array:
+        codes = self.fold.assign(records.column("user_id").to_numpy(), epoch_seconds(records.column("event_time")))
+        return pa.array(codes == SPLIT_CODES[self.split])
+
     def _buffers(self, files: list[str]) -> Iterator[pa.Table]:
         pending, rows = [], 0
         for records in self.samples.batches(sample_columns(self.modalities), self.batch_size, files):
-            codes = self.fold.assign(records.column("user_id").to_numpy(), epoch_seconds(records.column("event_time")))
-            records = records.filter(pa.array(codes == SPLIT_CODES[self.split]))
+            records = records.filter(self._in_split(records))
             if records.num_rows:
                 pending.append(records)
                 rows += records.num_rows

@@ -152,6 +152,9 @@ def _widened(records: pa.RecordBatch) -> pd.DataFrame:
     the signature must accept them."""
     frame = records.to_pandas()
     for field in records.schema:
+        if pa.types.is_timestamp(field.type) and field.type.tz:  # MLflow signatures take naive datetimes (UTC)
+            frame[field.name] = frame[field.name].dt.tz_convert("UTC").dt.tz_localize(None)
+            continue
         kind = field.type.value_type if pa.types.is_list(field.type) else field.type
         wide = np.float64 if pa.types.is_floating(kind) else np.int64 if pa.types.is_integer(kind) else None
         if wide is None:
