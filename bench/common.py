@@ -76,20 +76,37 @@ def _cpu_model() -> str:
 
 
 def write_results(
-    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str] = ()
+    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str] = (),
+    quick: bool = False,
 ) -> Path:
-    """Write `bench/results/<name>.json` and return its path."""
+    """Write `bench/results/<name>.json` (a `--quick` run: `<name>.quick.json`, not committed, so that
+    it never replaces a full run) and return its path."""
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
     record = {
         "benchmark": name,
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": _commit(),
         "settings": dict(settings),
         "figures": dict(figures),
         "machine": machine_info(packages),
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def _commit() -> str | None:
+    """The commit measured (with `+dirty` when the tree has uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def final_line(name: str, ratio: float, figures: Mapping[str, Any]) -> str:

@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = {**size._asdict(), "spark_master": base.spark.master, "torch_threads": THREADS,
                 "batch_size": base.embedding.batch_size, "items_per_task": base.embedding.items_per_task,
                 "encoders": ENCODERS, "ratio_uses": "whole embed_items call", "commit": code_version()}
-    path = write_results(NAME, figures, settings, PACKAGES)
+    path = write_results(NAME, figures, settings, PACKAGES, quick=args.quick)
     shown = {k: v for k, v in figures.items() if k != "ratio" and not k.endswith("_runs_s")}
     print(f"results: {path}")
     print(final_line(NAME, ratio, shown))

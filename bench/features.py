@@ -493,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "warm_up": "one untimed build_features call on the smallest lake first",
         **measured,
     }
-    path = write_results(NAME, figures, settings, PACKAGES)
+    path = write_results(NAME, figures, settings, PACKAGES, quick=args.quick)
     print(f"results: {path}")
     for n in plan.sizes:
         key, job, ref = label(n), jobs[n], refs[n]

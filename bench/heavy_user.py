@@ -107,7 +107,7 @@ def main() -> None:
     ratio = runs[1]["worker_peak_mib"] / runs[0]["worker_peak_mib"]
     figures = {"ratio": round(ratio, 3), "runs": runs}
     write_results("heavy_user", figures, {"quick": args.quick, "items": ITEMS, "light_users": LIGHT_USERS,
-                                          "vector_dims": DIMS}, ["pyspark", "numpy", "faiss-cpu"])
+                                          "vector_dims": DIMS}, ["pyspark", "numpy", "faiss-cpu"], quick=args.quick)
     print(final_line("heavy_user", ratio, {
         "light_events": runs[0]["heavy_user_events"], "heavy_events": runs[1]["heavy_user_events"],
         "light_peak_mib": runs[0]["worker_peak_mib"], "heavy_peak_mib": runs[1]["worker_peak_mib"],

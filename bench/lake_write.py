@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ratio = figures.pop("part_ratio")
     figures = {"ratio": ratio, "overhead": round(ratio - 1, 4), **figures}
     settings = {**size._asdict(), "dates": DAYS, "spark_master": "local[2]"}
-    path = write_results(NAME, figures, settings, PACKAGES)
+    path = write_results(NAME, figures, settings, PACKAGES, quick=args.quick)
     shown = {k: v for k, v in figures.items() if k != "ratio" and not k.endswith("_runs_s")}
     print(f"results: {path}")
     print(final_line(NAME, ratio, {"rows": size.rows, **shown}))

@@ -76,7 +76,7 @@ def main() -> None:
                 "torch_threads": 1, "model": {"embedding_dim": 64, "attention_dim": 64, "buckets": 10,
                                               "modalities": list(DIMS), "vector_dims": DIMS}}
     write_results("serving", {"ratio": round(ratio, 3), "ratio_uncached": round(ratio_uncached, 3), **figures},
-                  settings, ["torch"])
+                  settings, ["torch"], quick=args.quick)
     print(final_line("serving", ratio, {
         "decoupled_rps": figures["decoupled"]["rps"], "early_fusion_rps": figures["early_fusion"]["rps"],
         "decoupled_p50_ms": figures["decoupled"]["p50_ms"], "decoupled_p99_ms": figures["decoupled"]["p99_ms"],

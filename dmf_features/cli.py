@@ -109,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")),
                          help="comma-separated seeds (default: each spec's training.seeds)")
     compare.add_argument("--samples-version", type=int)
+    tune = commands.add_parser(
+        "tune", parents=[common], help="choose a model's settings on validation AUC (grid search, MLflow)",
+        description="Train MODEL with every combination of the --grid values (one seed), as child runs of one "
+                    "MLflow parent run, under the config's evaluation protocol, and print the combination with "
+                    "the best mean validation AUC over the folds. Test metrics are logged but never used to "
+                    "choose. Put the winner into conf/train/MODEL.yaml.",
+    )
+    tune.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
+    tune.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                      help="a spec setting and its values, e.g. architecture.dropout=0.1,0.3 (repeatable)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--samples-version", type=int)
     similar = commands.add_parser(
         "similar", parents=[common], help="the items nearest to an item (fused vectors, cosine)",
         description="Print the items most similar to ITEM_ID by their fused title+image vectors, from the index "
@@ -174,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler: Callable[[argparse.Namespace, Config], int] = {
         "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "features": _features,
-        "train": _train, "compare": _compare, "similar": _similar, "recommend": _recommend, "lake": _lake,
+        "train": _train, "compare": _compare, "tune": _tune, "similar": _similar, "recommend": _recommend, "lake": _lake,
     }[args.command]
     return handler(args, cfg)
 
@@ -304,6 +316,32 @@ def _compare(args: argparse.Namespace, cfg: Config) -> int:
         print(f"dmf compare: {e}", file=sys.stderr)
         return 1
     print(markdown(result), flush=True)
+    return 0
+
+
+def _tune(args: argparse.Namespace, cfg: Config) -> int:
+    import yaml
+
+    from models.config import load_model_spec
+    from models.experiment import tune
+
+    progress = _Progress()
+    try:
+        spec = load_model_spec(args.model)
+        grid = {}
+        for item in args.grid:
+            key, sep, values = item.partition("=")
+            if not sep or not values:
+                raise ValueError(f"--grid {item!r}: write KEY=V1,V2 (e.g. architecture.dropout=0.1,0.3)")
+            grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        evaluation, tracker = _training_setup(args, cfg, progress)
+        _, trials = tune(spec, grid, evaluation, tracker, args.seed, progress)
+    except (ValueError, LookupError) as e:
+        print(f"dmf tune: {e}", file=sys.stderr)
+        return 1
+    for trial in trials:
+        print("  " + ", ".join(f"{k}={trial[k]}" for k in grid) + f": mean validation AUC {trial['valid_auc_mean']:.4f}")
+    print("best on validation: " + ", ".join(f"{k}={trials[0][k]}" for k in grid))
     return 0
 
 

@@ -24,7 +24,11 @@ from dmf_features.item_vectors import load_item_vectors
 from dmf_features.lake import CommitResult, Lake
 from dmf_features.progress import SparkProgress
 from dmf_features.samples import (
-    behaviour_events, item_availability, negative_samples, observed_samples, with_features,
+    behaviour_events,
+    item_availability,
+    negative_samples,
+    observed_samples,
+    with_features,
 )
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
 from dmf_features.similarity import FeatureShape, bucket_edges

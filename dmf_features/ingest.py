@@ -25,7 +25,6 @@ from dmf_features.schemas import EVENTS, ITEMS, QUARANTINE
 from dmf_features.sources import movielens as ml
 
 
-
 class IngestError(RuntimeError):
     """Strict mode found bad records, or the counts did not reconcile."""
 

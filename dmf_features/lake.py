@@ -28,7 +28,9 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, Field as DeltaField, Schema as DeltaSchema
+from deltalake import DeltaTable
+from deltalake import Field as DeltaField
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import (
     AddAction,

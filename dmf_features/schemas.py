@@ -5,8 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql.types import (
-    ArrayType, BinaryType, BooleanType, DataType, DateType, DoubleType, FloatType, IntegerType, LongType, StringType,
-    StructField, StructType, TimestampType,
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DataType,
+    DateType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
 )
 
 _TYPES: dict[str, DataType] = {

@@ -10,6 +10,7 @@ samples' row order), so that its predictions pair row by row with every other mo
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 from models.data import PinnedTable, epoch_seconds, list_matrix
 from models.metrics import auc
 from models.prior_stats import CONTEXT_FEATURES, PriorStats
-from models.protocol import TEST, TRAIN, VALID, Fold
+from models.protocol import TEST, TRAIN, VALID
 from models.splits import SampleIndex
 
 ITEM_MEAN_SMOOTHING = 10.0  # pseudo-rows at the global mean: an item seen twice is not 0% or 100%
@@ -138,7 +139,8 @@ def _features(records: pa.RecordBatch, prior_stats: PriorStats, modalities: Sequ
     out = [np.log1p(records.column("hist_len").to_numpy().astype(np.float32))[:, None],
            prior_stats.features(records.column("user_id").to_numpy(), records.column("item_id").to_numpy(),
                                 epoch_seconds(records.column("event_time")))]
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a row without any similarity of a modality gives NaN, as intended
+        warnings.simplefilter("ignore", RuntimeWarning)
         for m in modalities:
             sims = list_matrix(records.column(f"{m}_sim"), n).astype(np.float32)
             topk = list_matrix(records.column(f"{m}_topk_sims"), n).astype(np.float32)

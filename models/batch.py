@@ -25,6 +25,9 @@ class CTRBatch:
     buckets: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> [B, L] int64, -1 masked
     sims: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> [B, L] float, 0 where masked
     sim_hist: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> [B, n_buckets] float
+    # m -> [B, 1 + K]: log(1 + unmasked long-history positions), then the K largest similarities over
+    # the long history (0 pads): what a normalised histogram hides, e.g. one sequel among 500 items
+    sim_top: dict[str, torch.Tensor] = field(default_factory=dict)
     target_vectors: torch.Tensor | None = None  # [B, D] the target's multimodal (fused) vector
     # Early fusion of history items only: the distinct history items' vectors [U, D] once each, and
     # for every position its row in them [B, L] (a batch of 512 x 50 positions holds a few thousand

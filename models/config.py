@@ -33,6 +33,8 @@ class ArchitectureSpec(_Spec):
     use_modality_path: bool = True
     context: bool = Field(False, description="take the user's and item's point-in-time statistics (models.prior_stats)")
     target_content: bool = Field(False, description="DMF: the target's projected content vector joins its ID embedding")
+    top_similarities: bool = Field(False, description="the modality-centric path also reads each modality's count of "
+                                                      "similarities and its top-K (the samples' K)")
 
 
 class TrainingSpec(_Spec):
@@ -54,10 +56,12 @@ class ModelSpec(_Spec):
     cold_start_max_interactions: int = Field(
         5, ge=0, description="a test item with at most this many training samples counts as cold-start")
 
-    def build(self, vocab_size: int, vector_dim: int, buckets: int):
-        architecture = self.architecture.model_dump(exclude={"context"})
+    def build(self, vocab_size: int, vector_dim: int, buckets: int, top_k: int = 0):
+        """The model for a vocabulary, vector width and the samples' B and K."""
+        architecture = self.architecture.model_dump(exclude={"context", "top_similarities"})
         cfg = ModelConfig(vocab_size=vocab_size, vector_dim=vector_dim, buckets=buckets,
-                          context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0, **architecture)
+                          context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0,
+                          top_k=top_k if self.architecture.top_similarities else 0, **architecture)
         return MODEL_CLASSES[self.kind](cfg)
 
 

@@ -22,6 +22,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from models.batch import CTRBatch
 from models.prior_stats import PriorStats
 
+
 @dataclass(frozen=True)
 class PinnedTable:
     """A Delta table at one version: what a training run reads and records as lineage."""
@@ -122,7 +123,8 @@ SAMPLE_COLUMNS = ("user_id", "item_id", "event_time", "label", "hist_item_ids", 
 
 
 def sample_columns(modalities: Sequence[str]) -> list[str]:
-    return [*SAMPLE_COLUMNS, *[f"{m}_{part}" for m in modalities for part in ("sim", "bucket", "hist")]]
+    return [*SAMPLE_COLUMNS, *[f"{m}_{part}" for m in modalities
+                               for part in ("sim", "bucket", "hist", "hist_count", "topk_sims")]]
 
 
 def epoch_seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -149,6 +151,10 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         sims={m: torch.from_numpy(np.nan_to_num(list_matrix(records.column(f"{m}_sim"), n)).astype(np.float32))
               for m in modalities},
         sim_hist={m: torch.from_numpy(list_matrix(records.column(f"{m}_hist"), n).astype(np.float32)) for m in modalities},
+        sim_top={m: torch.from_numpy(np.concatenate([
+            np.log1p(records.column(f"{m}_hist_count").to_numpy().astype(np.float32))[:, None],
+            np.nan_to_num(list_matrix(records.column(f"{m}_topk_sims"), n)).astype(np.float32)], axis=1))
+            for m in modalities},
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from models.batch import CTRBatch
-from models.layers import MLP, DinAttention, ModelConfig, SimilarityHistograms, with_context
+from models.layers import (
+    MLP,
+    DinAttention,
+    ModelConfig,
+    SimilarityHistograms,
+    with_context,
+)
 
 
 class DIN(nn.Module):

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from models.batch import CTRBatch
-from models.layers import MLP, BucketEmbeddings, ModelConfig, SimilarityHistograms, masked_attention, with_context
+from models.layers import (
+    MLP,
+    BucketEmbeddings,
+    ModelConfig,
+    SimilarityHistograms,
+    masked_attention,
+    with_context,
+)
 
 FUSIONS = ("weighted_sum", "concat", "gate")
 

@@ -25,7 +25,7 @@ from models.data import ItemVectorTable, PinnedTable, sample_columns
 from models.intervals import bootstrap_metrics, to_json_ready
 from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
 from models.splits import SampleIndex, SplitReader, training_items
-from models.tracking import Tracker, comparison_figure
+from models.tracking import RunLogger, Tracker, comparison_figure
 from models.train import Predictions, TrainSettings, fit, predict, seed_everything
 
 PRELOAD_BYTES = 2 << 30
@@ -38,7 +38,7 @@ class DataSource:
     item_embeddings_uri: str
     samples_version: int | None = None  # None: the latest
     storage_options: dict | None = None
-    evaluation: EvaluationConfig = EvaluationConfig()
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 class Evaluation:
@@ -157,7 +157,8 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
             evaluation.check_no_leakage(fold)
             rows = evaluation.rows(fold)
             items = training_items(evaluation.index, fold, spec.min_item_count)
-            model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets)
+            model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets,
+                               evaluation.lineage["features"]["top_k"])
             context = rows.prior_stats if spec.architecture.context else None
 
             def reader(split: str, shuffle: bool, fold=fold, items=items, model=model, context=context) -> SplitReader:
@@ -302,5 +303,45 @@ def markdown(result: dict) -> str:
 
 
 def _interval(value: dict, signed: bool = False) -> str:
+    if value["estimate"] is None:  # no AUC without both classes (JSON null)
+        return "n/a"
     sign = "+" if signed else ""
     return f"{value['estimate']:{sign}.4f} [{value['low']:{sign}.4f}, {value['high']:{sign}.4f}]"
+
+
+def tune(spec: ModelSpec, grid: dict[str, list], evaluation: Evaluation, tracker: Tracker, seed: int = 0,
+         progress: Callable[[str], None] = print) -> tuple[ModelSpec, list[dict]]:
+    """Train `spec` with every combination of `grid` (dotted spec keys -> values) as child runs of one
+    parent run; return the spec with the best mean validation AUC over the folds and the trials, best
+    first. Test metrics are logged with each run, as always, but never read here."""
+    import itertools
+
+    keys = list(grid)
+    trials = []
+    with tracker.parent(f"tune-{spec.name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
+                        {"model": spec.name, "seed": seed, **{f"grid.{k}": ",".join(map(str, v)) for k, v in grid.items()}},
+                        ) as parent:
+        for values in itertools.product(*(grid[k] for k in keys)):
+            setting = dict(zip(keys, values, strict=True))
+            candidate = with_settings(spec, setting)
+            result = train_run(candidate, seed, evaluation, tracker, progress, parent_run_id=parent)
+            trials.append({**setting, "valid_auc_mean": result.metrics["valid_auc_mean"], "run_id": result.run_id})
+            progress(f"tune {spec.name} {setting}: mean validation AUC {trials[-1]['valid_auc_mean']:.4f}")
+        trials.sort(key=lambda t: -t["valid_auc_mean"])
+        RunLogger(parent).log_search(trials)
+    return with_settings(spec, {k: trials[0][k] for k in keys}), trials
+
+
+def with_settings(spec: ModelSpec, setting: dict) -> ModelSpec:
+    """`spec` with dotted keys replaced, e.g. {"architecture.dropout": 0.3}; validated like a spec file."""
+    tree = spec.model_dump()
+    for dotted, value in setting.items():
+        *parents, last = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        if last not in node:
+            raise ValueError(f"{spec.name}: no setting {dotted!r} to tune")
+        node[last] = value
+    return ModelSpec.model_validate(tree)
+

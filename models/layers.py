@@ -28,6 +28,7 @@ class ModelConfig:
     use_modality_path: bool = True  # DMF ablation: False drops the histogram path
     context_features: int = 0  # width of `CTRBatch.context` (point-in-time user/item statistics); 0: not used
     target_content: bool = False  # the target's own projected content vector joins its ID embedding
+    top_k: int = 0  # K of `CTRBatch.sim_top` the modality-centric path reads (0: histograms only)
     extra: dict = field(default_factory=dict)
 
 
@@ -70,7 +71,8 @@ class DinAttention(nn.Module):
 
 class SimilarityHistograms(nn.Module):
     """The modality-centric interest: an MLP over the similarity histograms of the configured
-    modalities and the target's multimodal vector. Its first layer is split in two sums, because the
+    modalities (with `top_k`, also each one's count and K largest similarities) and the target's
+    multimodal vector. Its first layer is split in two sums, because the
     target vector's term depends on the item alone: a scorer computes `item_term` once per item and
     reuses it across requests instead of multiplying a 1,664-d vector per candidate per request."""
 
@@ -78,7 +80,9 @@ class SimilarityHistograms(nn.Module):
         super().__init__()
         self.modalities = cfg.modalities
         first = cfg.mlp[0] if cfg.mlp else outputs
-        self.from_histograms = nn.Linear(len(cfg.modalities) * cfg.buckets, first)
+        self.top_k = cfg.top_k
+        self.from_histograms = nn.Linear(len(cfg.modalities) * (cfg.buckets + (1 + cfg.top_k if cfg.top_k else 0)),
+                                         first)
         self.from_vector = nn.Linear(cfg.vector_dim, first, bias=False) if cfg.vector_dim else None
         self.from_context = nn.Linear(cfg.context_features, first, bias=False) \
             if with_context and cfg.context_features else None
@@ -91,7 +95,9 @@ class SimilarityHistograms(nn.Module):
         return 0.0 if self.from_vector is None else self.from_vector(target_vectors)
 
     def forward(self, batch: CTRBatch, item_term: torch.Tensor | None = None) -> torch.Tensor:
-        histograms = torch.cat([batch.sim_hist[m] for m in self.modalities], dim=-1)
+        histograms = torch.cat([batch.sim_hist[m] for m in self.modalities]
+                               + ([batch.sim_top[m][:, :1 + self.top_k] for m in self.modalities] if self.top_k else []),
+                               dim=-1)
         if item_term is None:
             item_term = self.item_term(batch.target_vectors)
         first = self.from_histograms(histograms) + item_term

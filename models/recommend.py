@@ -20,7 +20,6 @@ from models.data import ItemVectorTable, PinnedTable
 from models.dmf import DMF, DMFEarlyFusion
 from models.serving import DecoupledScorer, EarlyFusionScorer, Items, request_history
 
-
 _SERVING_META = ("bucket_edges", "history_length", "item_embeddings_version", "item_vectors")
 
 

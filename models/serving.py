@@ -21,7 +21,6 @@ from models.data import ItemVectorTable, Vocabulary
 from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
 
 
-
 def bucket_of(sims: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Each similarity's bucket as `dmf_features.similarity.bucket_of` writes it to `samples`: how many
     of the modality's boundaries (`bucket_edges` in the samples commit's lineage) are at or below it."""
@@ -60,14 +59,15 @@ class RequestFeatures:
     sims: dict[str, torch.Tensor]  # m -> [N, L], 0 where masked
     buckets: dict[str, torch.Tensor]  # m -> [N, L], -1 where masked
     sim_hist: dict[str, torch.Tensor]  # m -> [N, B], over the whole (long) history
+    sim_top: dict[str, torch.Tensor]  # m -> [N, 1 + K]: log(1 + unmasked positions), K largest similarities
 
 
 def request_features(history: Items, candidates: Items, edges: dict[str, torch.Tensor],
-                     history_length: int) -> RequestFeatures:
+                     history_length: int, top_k: int = 0) -> RequestFeatures:
     """What `samples` holds for each candidate as the target, from one [N, D] x [D, L_long] product
     per modality of `edges` (m -> its B - 1 bucket boundaries): similarity and bucket of each of the
     first `history_length` history items, and the similarity histogram of the whole history."""
-    sims, bucket_ids, histograms = {}, {}, {}
+    sims, bucket_ids, histograms, top = {}, {}, {}, {}
     for modality, boundaries in edges.items():
         buckets = len(boundaries) + 1
         valid = candidates.present[modality][:, None] & history.present[modality][None, :]
@@ -77,7 +77,11 @@ def request_features(history: Items, candidates: Items, edges: dict[str, torch.T
         sims[modality] = matrix[:, :history_length]
         bucket_ids[modality] = slot[:, :history_length].masked_fill(~valid[:, :history_length], -1)
         histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
-    return RequestFeatures(sims, bucket_ids, histograms)
+        largest = torch.where(valid, matrix, float("-inf")).topk(min(top_k, matrix.shape[1]), dim=-1).values
+        largest = torch.nn.functional.pad(largest, (0, top_k - largest.shape[1]), value=float("-inf"))
+        top[modality] = torch.cat([torch.log1p(counts.sum(dim=-1, keepdim=True)),
+                                   largest.masked_fill(torch.isinf(largest), 0.0)], dim=-1)
+    return RequestFeatures(sims, bucket_ids, histograms, top)
 
 
 def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int,
@@ -87,7 +91,7 @@ def training_batch(history: Items, candidates: Items, features: RequestFeatures,
     return CTRBatch(
         user_ids=torch.zeros(n, dtype=torch.long), target_ids=candidates.ids,
         hist_ids=short.expand(n, len(short)), hist_mask=torch.ones(n, len(short), dtype=torch.bool),
-        buckets=features.buckets, sims=features.sims, sim_hist=features.sim_hist,
+        buckets=features.buckets, sims=features.sims, sim_hist=features.sim_hist, sim_top=features.sim_top,
         target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY), context=context)
 
 
@@ -133,7 +137,7 @@ class DecoupledScorer(_Scorer):
         """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`; `context`: [N, C]
         the user's and each candidate's statistics, for a model trained with them)."""
         model = self.model
-        features = request_features(history, candidates, self.edges, self.history_length)
+        features = request_features(history, candidates, self.edges, self.history_length, self.model.cfg.top_k)
         keys, values = model.history_projections(history.ids[:self.history_length])  # [L, a], once per request
         target = model.target(candidates.ids, candidates.vectors.get(TARGET_VECTOR_MODALITY))
         query = model.query(target)  # [N, a]
@@ -160,7 +164,7 @@ class EarlyFusionScorer(_Scorer):
     def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None,
               context: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model
-        features = request_features(history, candidates, self.edges, self.history_length)
+        features = request_features(history, candidates, self.edges, self.history_length, self.model.cfg.top_k)
         n = len(candidates.ids)
         embedded = model.items(history.ids[:self.history_length]).expand(n, -1, -1)
         inputs = torch.cat([embedded, similarity_inputs(features.buckets, features.sims, model.cfg.modalities)], dim=-1)

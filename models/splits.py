@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from models.batch import CTRBatch
-from models.data import ItemVectorTable, PinnedTable, Vocabulary, epoch_seconds, sample_columns, to_batch
+from models.data import (
+    ItemVectorTable,
+    PinnedTable,
+    Vocabulary,
+    epoch_seconds,
+    sample_columns,
+    to_batch,
+)
 from models.prior_stats import PriorStats
 from models.protocol import SPLIT_CODES, TRAIN, Fold
 

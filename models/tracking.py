@@ -24,7 +24,7 @@ from models.prior_stats import PriorStats
 from models.train import Predictions
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import matplotlib.pyplot as plt
 
 
 class Tracker:
@@ -55,7 +55,7 @@ class Tracker:
                 for metric, interval in values.items():
                     for part in ("estimate", "low", "high"):
                         metrics[f"{model}.{subset}_{metric}_{part}"] = interval[part]
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
 
 
 @dataclass
@@ -78,7 +78,7 @@ class RunLogger:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=step)
 
     def log_search(self, search: list[dict]) -> None:
-        """A baseline's hyper-parameter search: every setting tried per fold with its validation AUC."""
+        """A hyper-parameter search: every setting tried (per fold, for a baseline) with its validation AUC."""
         if search:
             mlflow.log_table(pd.DataFrame(search), artifact_file="search.json")
 
@@ -185,10 +185,11 @@ def comparison_figure(result: dict, path: Path) -> None:
     for ax, subset in zip(axes[0], subsets, strict=True):
         table = result["subsets"][subset]
         names = list(table["models"])
-        values = [table["models"][n]["auc"] for n in names]
+        values = np.array([[table["models"][n]["auc"][k] for k in ("estimate", "low", "high")] for n in names],
+                          dtype=float)  # JSON null (no AUC) becomes NaN
         y = np.arange(len(names))
-        estimates = np.array([v["estimate"] for v in values])
-        errors = np.array([[v["estimate"] - v["low"], v["high"] - v["estimate"]] for v in values]).T
+        estimates = values[:, 0]
+        errors = np.stack([estimates - values[:, 1], values[:, 2] - estimates])
         colours = ["tab:red" if n == result["reference"] else "tab:blue" for n in names]
         ax.errorbar(estimates, y, xerr=np.nan_to_num(errors), fmt="none", ecolor="grey", capsize=3)
         ax.scatter(estimates, y, c=colours, zorder=3)

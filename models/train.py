@@ -44,7 +44,7 @@ class Predictions:
         if not len(labels):
             return {"auc": float("nan"), "gauc": float("nan"), "logloss": float("nan"), "samples": 0}
         return {"auc": auc(labels, p), "gauc": gauc(users, labels, p), "logloss": logloss(labels, p),
-                "samples": int(len(labels))}
+                "samples": len(labels)}
 
 
 @dataclass

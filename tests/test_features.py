@@ -20,7 +20,7 @@ from dmf_features.features import FeaturesError, build_features
 from dmf_features.ingest import DateScope
 from dmf_features.lake import Lake
 from dmf_features.schemas import MODALITIES
-from dmf_features.similarity import bucket_edges, bucket_of
+from dmf_features.similarity import bucket_edges
 from models.data import PinnedTable
 from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 

@@ -15,14 +15,25 @@ from dmf_features.config import load_config
 from dmf_features.features import build_features
 from dmf_features.lake import Lake
 from models.config import load_model_spec
-from models.data import ItemVectorTable, PinnedTable, Vocabulary, sample_columns, to_batch
+from models.data import (
+    ItemVectorTable,
+    PinnedTable,
+    Vocabulary,
+    sample_columns,
+    to_batch,
+)
 from models.din import DINMultimodal
 from models.dmf import DMF
 from models.layers import ModelConfig
-from models.serving import DecoupledScorer, Items, request_features, request_history
 from models.protocol import EvaluationConfig, Fold, RollingConfig
+from models.serving import DecoupledScorer, Items, request_features, request_history
 from models.splits import SampleIndex, SplitReader, training_items
-from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
+from tests.helpers.feature_inputs import (
+    VERSIONS,
+    random_vectors,
+    write_events,
+    write_vectors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +219,7 @@ def test_compare_fits_baselines_and_every_spec_per_seed_with_paired_intervals(ta
     assert len(parents) == 1 and len(children) == 6
     assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1",
                                                           "item_mean", "lightgbm"]
-    assert {"dmf.all_auc_estimate", "lightgbm.cold_auc_low"} <= set(parents[0].data.metrics)
+    assert {"dmf.all_auc_estimate", "lightgbm.all_auc_low", "din.rare_logloss_high"} <= set(parents[0].data.metrics)
 
 
 def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_training_scores(tables):
@@ -235,13 +246,16 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
             continue
         history = request_history(row, vocabulary, catalog)
         candidates = Items.from_catalog(later.item_id.to_numpy(), vocabulary, catalog)
-        features = request_features(history, candidates, scorer.edges, length)
+        features = request_features(history, candidates, scorer.edges, length, lineage["features"]["top_k"])
         for m in ("text", "image", "fused"):
             short = later.hist_len.max()
             np.testing.assert_array_equal(features.buckets[m].numpy(), np.stack(later[f"{m}_bucket"])[:, :short])
             np.testing.assert_allclose(features.sims[m].numpy(), np.nan_to_num(np.stack(later[f"{m}_sim"]))[:, :short],
                                        atol=1e-6)
             np.testing.assert_allclose(features.sim_hist[m].numpy(), np.stack(later[f"{m}_hist"]), atol=1e-6)
+            np.testing.assert_allclose(features.sim_top[m][:, 0].numpy(), np.log1p(later[f"{m}_hist_count"]), atol=1e-6)
+            np.testing.assert_allclose(features.sim_top[m][:, 1:].numpy(), np.nan_to_num(np.stack(later[f"{m}_topk_sims"])),
+                                       atol=1e-6)
         records = pa.RecordBatch.from_pandas(later[sample_columns(("text", "image", "fused"))], preserve_index=False)
         with torch.no_grad():
             trained = model(to_batch(records, vocabulary, ("text", "image", "fused"), catalog["fused"]))

@@ -14,17 +14,24 @@ from models.batch import CTRBatch
 from models.din import DIN, DINMultimodal, ModalityCentric
 from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ModelConfig
-from models.serving import DecoupledScorer, EarlyFusionScorer, Items, bucket_of, request_features, training_batch
+from models.serving import (
+    DecoupledScorer,
+    EarlyFusionScorer,
+    Items,
+    bucket_of,
+    request_features,
+    training_batch,
+)
 
 MODALITIES = ("text", "image", "fused")
 CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8,
-                  attention_dim=8, mlp=(16,), context_features=4, target_content=True)
+                  attention_dim=8, mlp=(16,), context_features=4, target_content=True, top_k=3)
 VARIANTS = {
     "din": (DIN, {}), "din_multimodal": (DINMultimodal, {}), "modality_centric": (ModalityCentric, {}),
     "dmf_gate": (DMF, {}), "dmf_concat": (DMF, {"fusion": "concat"}), "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
     "dmf_no_buckets": (DMF, {"use_buckets": False}), "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
     "dmf_early_fusion": (DMFEarlyFusion, {}),
-    "dmf_ids_only": (DMF, {"context_features": 0, "target_content": False}),
+    "dmf_ids_only": (DMF, {"context_features": 0, "target_content": False, "top_k": 0}),
     "din_no_context": (DIN, {"context_features": 0}),
 }
 
@@ -43,8 +50,9 @@ def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
     buckets = {m: torch.where(mask, torch.randint(-1, CFG.buckets, (n, length), generator=g), -1) for m in MODALITIES}
     sims = {m: torch.where(buckets[m] >= 0, torch.rand(n, length, generator=g) * 2 - 1, 0.0) for m in MODALITIES}
     hist = {m: torch.softmax(torch.randn(n, CFG.buckets, generator=g), dim=-1) for m in MODALITIES}
+    top = {m: torch.rand(n, 1 + CFG.top_k, generator=g) for m in MODALITIES}
     return CTRBatch(user_ids=torch.arange(n), target_ids=torch.randint(1, CFG.vocab_size, (n,), generator=g),
-                    hist_ids=ids, hist_mask=mask, buckets=buckets, sims=sims, sim_hist=hist,
+                    hist_ids=ids, hist_mask=mask, buckets=buckets, sims=sims, sim_hist=hist, sim_top=top,
                     target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
                     hist_vectors=torch.randn(n * length, CFG.vector_dim, generator=g),
                     hist_vector_rows=torch.arange(n * length).reshape(n, length),
@@ -108,7 +116,7 @@ def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
     serving = scorer(model, EDGES, SHORT)
-    features = request_features(history, candidates, serving.edges, SHORT)
+    features = request_features(history, candidates, serving.edges, SHORT, model.cfg.top_k)
     context = torch.randn(len(candidates.ids), model.cfg.context_features) if model.cfg.context_features else None
     with torch.no_grad():
         trained = model(training_batch(history, candidates, features, SHORT, context))
@@ -126,6 +134,11 @@ def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     counts = torch.stack([torch.bincount(bucket_of(row[ok], serving.edges["text"]), minlength=CFG.buckets)
                           for row, ok in zip(full, valid, strict=True)]).float()
     torch.testing.assert_close(features.sim_hist["text"], counts / counts.sum(1, keepdim=True).clamp(min=1))
+    if model.cfg.top_k:  # the count and the K largest similarities, 0 past the real ones
+        torch.testing.assert_close(features.sim_top["text"][:, 0], torch.log1p(valid.sum(1).float()))
+        largest = [torch.sort(row[ok], descending=True).values[:model.cfg.top_k] for row, ok in zip(full, valid, strict=True)]
+        expected = torch.stack([torch.nn.functional.pad(v, (0, model.cfg.top_k - len(v))) for v in largest])
+        torch.testing.assert_close(features.sim_top["text"][:, 1:], expected)
 
 
 @pytest.mark.parametrize("method", ["quantile", "equal_width"])

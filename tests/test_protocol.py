@@ -13,7 +13,16 @@ from pydantic import ValidationError
 from models.batch import CTRBatch
 from models.dmf import DMF
 from models.layers import ModelConfig
-from models.protocol import TEST, TRAIN, VALID, EvaluationConfig, Fold, PerUserConfig, RollingConfig, resolve_folds
+from models.protocol import (
+    TEST,
+    TRAIN,
+    VALID,
+    EvaluationConfig,
+    Fold,
+    PerUserConfig,
+    RollingConfig,
+    resolve_folds,
+)
 from models.train import TrainSettings, fit, predict, seed_everything
 
 
