@@ -54,7 +54,7 @@ class ModelSpec(_Spec):
     min_item_count: int = Field(
         1, ge=1, description="items with fewer training samples share the unknown item's embedding")
     cold_start_max_interactions: int = Field(
-        5, ge=0, description="a test item with at most this many training samples counts as cold-start")
+        5, ge=0, description="a test item with 1..this many training samples of its fold is rare (0: cold-start)")
 
     def build(self, vocab_size: int, vector_dim: int, buckets: int, top_k: int = 0):
         """The model for a vocabulary, vector width and the samples' B and K."""

@@ -7,7 +7,7 @@ import pytest
 from dmf_features.cli import main
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["ingest"], ["validate"], ["train"], ["compare"], ["recommend"], ["lake"],
+@pytest.mark.parametrize("argv", [[], ["run"], ["ingest"], ["validate"], ["train"], ["compare"], ["tune"], ["recommend"], ["lake"],
                                   ["lake", "vacuum"]])
 def test_every_command_explains_itself(argv, capsys):
     with pytest.raises(SystemExit) as done:
@@ -23,6 +23,15 @@ def test_a_bad_config_exits_2_with_the_key_named(tmp_path, capsys):
     config.write_text(f"lake: {{uri: {tmp_path}}}\nsource: {{kind: movielens, movielens: {{path: {tmp_path}}}}}\n")
     assert main(["lake", "list", "--config", str(config), "--set", "lake.retries=3"]) == 2
     assert "lake.retries: unknown key (did you mean 'commit_retries'?)" in capsys.readouterr().err
+
+
+def test_a_bad_tuning_grid_or_baseline_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"lake: {{uri: {tmp_path}}}\nsource: {{kind: movielens, movielens: {{path: {tmp_path}}}}}\n")
+    assert main(["tune", "--grid", "architecture.dropout", "--config", str(config)]) == 1
+    assert "write KEY=V1,V2" in capsys.readouterr().err
+    assert main(["compare", "--baseline", "xgboost", "--config", str(config)]) == 1
+    assert "unknown baseline(s) ['xgboost']" in capsys.readouterr().err
 
 
 @pytest.mark.e2e

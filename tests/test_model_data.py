@@ -222,6 +222,22 @@ def test_compare_fits_baselines_and_every_spec_per_seed_with_paired_intervals(ta
     assert {"dmf.all_auc_estimate", "lightgbm.all_auc_low", "din.rare_logloss_high"} <= set(parents[0].data.metrics)
 
 
+def test_tune_chooses_on_validation_and_logs_every_trial(tables, tmp_path):
+    from models.experiment import tune, with_settings
+    from models.tracking import Tracker
+
+    lake, _, _ = tables
+    spec = load_model_spec("dmf")
+    spec = with_settings(spec, {"training.epochs": 1, "training.batch_size": 32})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tune-experiment")
+    best, trials = tune(spec, {"architecture.dropout": [0.0, 0.5]}, evaluation(lake), tracker, progress=lambda _: None)
+    assert [t["architecture.dropout"] for t in trials] in ([0.0, 0.5], [0.5, 0.0]) and len(trials) == 2
+    assert trials[0]["valid_auc_mean"] >= trials[1]["valid_auc_mean"]
+    assert best.architecture.dropout == trials[0]["architecture.dropout"] and best.training.epochs == 1
+    with pytest.raises(ValueError, match="no setting 'architecture.dropuot'"):
+        with_settings(spec, {"architecture.dropuot": 0.1})
+
+
 def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_training_scores(tables):
     """A sample later than the user's newest behaviour has exactly the row's history: given the row
     and that sample's target as a candidate, the scorer must find the features the job wrote and
