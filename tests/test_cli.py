@@ -7,8 +7,8 @@ import pytest
 from dmf_features.cli import main
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["ingest"], ["validate"], ["train"], ["compare"], ["tune"], ["recommend"], ["lake"],
-                                  ["lake", "vacuum"]])
+@pytest.mark.parametrize("argv", [[], ["run"], ["ingest"], ["validate"], ["train"], ["compare"], ["tune"], ["recommend"],
+                                  ["lake"], ["lake", "vacuum"]])
 def test_every_command_explains_itself(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main([*argv, "--help"])
