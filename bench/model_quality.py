@@ -9,12 +9,14 @@ Needs the lake that `make demo` builds. The ratio is DMF's pooled test AUC over 
 metrics and paired difference from DMF, overall and on cold-start and rare items. `--from-report`
 records a comparison that `dmf compare` already wrote (same code, same figures) instead of
 training again; `--quick` trains DMF alone with one seed and writes `model_quality.quick.json`.
+The comparison's figure is copied beside the JSON (`model_quality.png`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from bench.common import final_line, write_results
@@ -65,7 +67,9 @@ def main(argv=None) -> None:
                 "samples_version": result["samples_version"]}
     figures = {"ratio": round(ratio, 4), "best_baseline": best_baseline, "reference": result["reference"],
                "subsets": result["subsets"]}
-    write_results(NAME, figures, settings, ["torch", "lightgbm", "scikit-learn"], quick=args.quick)
+    path = write_results(NAME, figures, settings, ["torch", "lightgbm", "scikit-learn"], quick=args.quick)
+    report = args.from_report or Path(result["report"])
+    shutil.copyfile(report.with_suffix(".png"), path.with_suffix(".png"))  # the figure the README shows
     diff = result["subsets"]["all"]["differences"][best_baseline]["auc"]
     cold = result["subsets"]["cold"]["models"]
     print(final_line(NAME, ratio, {

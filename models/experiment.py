@@ -263,6 +263,7 @@ def compare(specs: list[ModelSpec], baselines: Sequence[str], evaluation: Evalua
         result = comparison(runs, evaluation, reference if reference in runs else next(iter(runs)), max_interactions)
         results_dir.mkdir(parents=True, exist_ok=True)
         path = results_dir / f"compare-{stamp}.json"
+        result["report"] = str(path)
         path.write_text(json.dumps(result, indent=1))
         path.with_suffix(".md").write_text(markdown(result))
         comparison_figure(result, path.with_suffix(".png"))
