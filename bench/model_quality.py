@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--model", dest="models", action="append", help=f"default: {', '.join(FULL_MODELS)}")
     parser.add_argument("--from-report", type=Path, help="record this `dmf compare` JSON instead of training")
+    parser.add_argument("--trained-at", help="with --from-report: the commit the comparison ran at")
     return parser.parse_args(argv)
 
 
@@ -63,6 +64,7 @@ def main(argv=None) -> None:
     best_baseline = max(baseline_auc, key=baseline_auc.get)
     ratio = overall["dmf"]["auc"]["estimate"] / baseline_auc[best_baseline]
     settings = {"quick": args.quick, "source": str(args.from_report) if args.from_report else "trained in this run",
+                "trained_at_commit": args.trained_at if args.from_report else "this commit",
                 "protocol": result["protocol"], "folds": result["folds"], "seeds": result["seeds"],
                 "samples_version": result["samples_version"]}
     figures = {"ratio": round(ratio, 4), "best_baseline": best_baseline, "reference": result["reference"],
