@@ -157,3 +157,52 @@ def test_point_in_time_statistics_count_only_strictly_earlier_events(tmp_path):
                                                             / (earlier.sum() + SMOOTHING))
     stats.save(tmp_path / "stats.npz")  # as logged with a model, for serving
     np.testing.assert_array_equal(PriorStats.load(tmp_path / "stats.npz").features(q_users, q_items, q_times), features)
+
+
+@pytest.mark.e2e
+def test_another_movielens_data_set_over_a_few_months_gets_its_folds_from_config_alone(spark, tmp_path):
+    """A MovieLens-format folder whose ratings span February to May 2003, through ingest and the
+    feature job: the fractional boundaries of the config resolve to dates inside its own range."""
+    import json
+
+    from dmf_features.config import load_config
+    from dmf_features.features import build_features
+    from dmf_features.ingest import ingest
+    from dmf_features.lake import Lake
+    from models.experiment import DataSource, Evaluation, baseline_run
+    from models.tracking import Tracker
+    from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_vectors
+
+    data = tmp_path / "ml-2003"
+    data.mkdir()
+    (data / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Movie {i} ({1990 + i % 10}),Drama\n" for i in range(1, 31)))
+    rng = np.random.default_rng(4)
+    start = int(dt.datetime(2003, 2, 1, tzinfo=dt.UTC).timestamp())
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(1, 61, 900), rng.integers(1, 31, 900), strict=True)}
+    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},{rng.choice([1.0, 2.5, 4.0, 5.0])},{start + int(rng.integers(0, 88 * 86_400))}\n"
+        for u, i in sorted(pairs)))
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "spark": {"master": "local[2]", "shuffle_partitions": 2}, "lake": {"uri": str(tmp_path / "lake")},
+        "source": {"kind": "movielens", "movielens": {"path": str(data), "tags": False}},
+        "features": {"history_length": 4, "long_history_length": 8, "buckets": 6, "top_k": 2,
+                     "encoder_versions": VERSIONS},
+        "evaluation": {"rolling": {"boundaries": [0.5, 0.7, 0.85], "min_test_users": 20}},
+    }))
+    cfg = load_config(config)
+    lake = Lake(cfg.lake)
+    ingest(spark, cfg, lake, progress=lambda _: None)
+    write_vectors(spark, lake, random_vectors(range(1, 31), {"text": 4, "image": 3, "fused": 7}))
+    build_features(spark, cfg, lake, progress=lambda _: None)
+    evaluation = Evaluation(DataSource(lake.uri("samples"), lake.uri("item_embeddings"), evaluation=cfg.evaluation),
+                            progress=lambda _: None)
+    assert [f.name for f in evaluation.folds] == ["fold1", "fold2"]
+    first, last = dt.datetime(2003, 2, 1, tzinfo=dt.UTC), dt.datetime(2003, 5, 1, tzinfo=dt.UTC)
+    for fold in evaluation.folds:
+        assert all(first < dt.datetime.fromtimestamp(c, dt.UTC) <= last for c in fold.cutoffs)
+        evaluation.check_no_leakage(fold)
+    result = baseline_run("item_mean", evaluation, Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x"), 5,
+                          progress=lambda _: None)
+    assert result.metrics["test_samples"] == len(evaluation.test_rows) > 0.25 * len(pairs)
