@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from models.data import PinnedTable, epoch_seconds, list_matrix
+from models.lookup import find_sorted
 from models.metrics import auc
-from models.prior_stats import CONTEXT_FEATURES, PriorStats
+from models.prior_stats import PriorStats
 from models.protocol import TEST, TRAIN, VALID
 from models.splits import SampleIndex
 
@@ -53,8 +54,8 @@ def item_mean_scores(rows: FoldRows, item_ids: np.ndarray) -> np.ndarray:
     known, inverse = np.unique(items, return_inverse=True)
     sums, counts = np.bincount(inverse, labels), np.bincount(inverse)
     means = (sums + ITEM_MEAN_SMOOTHING * labels.mean()) / (counts + ITEM_MEAN_SMOOTHING)
-    position = np.minimum(np.searchsorted(known, item_ids), len(known) - 1)
-    return np.where(known[position] == item_ids, means[position], labels.mean())
+    position, found = find_sorted(known, item_ids)
+    return np.where(found, means[position], labels.mean())
 
 
 def popularity(rows: FoldRows) -> BaselineFit:
@@ -66,9 +67,8 @@ def popularity(rows: FoldRows) -> BaselineFit:
     known, counts = np.unique(train_items, return_counts=True)
 
     def score(mask):
-        ids = rows.index.item_ids[mask]
-        position = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        return np.where(known[position] == ids, np.log1p(counts[position]), 0.0)[:, None]
+        position, found = find_sorted(known, rows.index.item_ids[mask])
+        return np.where(found, np.log1p(counts[position]), 0.0)[:, None]
 
     valid, test = score(rows.mask(VALID)), score(rows.mask(TEST))
     scale = LogisticRegression().fit(valid, rows.index.labels[rows.mask(VALID)])
@@ -92,8 +92,8 @@ def logistic_ids(rows: FoldRows) -> BaselineFit:
         columns = []
         for known, ids, offset in ((users, rows.index.user_ids[mask], 0),
                                    (items, rows.index.item_ids[mask], len(users))):
-            position = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-            columns.append(np.where(known[position] == ids, position + offset, -1))
+            position, found = find_sorted(known, ids)
+            columns.append(np.where(found, position + offset, -1))
         n = int(mask.sum())
         hits = np.concatenate(columns)
         row = np.tile(np.arange(n), 2)
@@ -110,12 +110,6 @@ def logistic_ids(rows: FoldRows) -> BaselineFit:
         if best is None or search[-1]["valid_auc"] > best[0]:
             best = (search[-1]["valid_auc"], valid, model.predict_proba(x_test)[:, 1])
     return BaselineFit(best[1], best[2], search)
-
-
-def feature_names(modalities: Sequence[str], buckets: int) -> list[str]:
-    per_modality = ["sim_mean", "sim_max", "sim_last", "covered", *[f"hist{b}" for b in range(buckets)],
-                    "hist_log_count", "topk_mean", "topk_max"]
-    return ["hist_log_len", *CONTEXT_FEATURES, *[f"{m}_{f}" for m in modalities for f in per_modality]]
 
 
 def feature_matrix(samples: PinnedTable, index: SampleIndex, prior_stats: PriorStats,

@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from models.batch import CTRBatch
+from models.lookup import find_sorted
 from models.prior_stats import PriorStats
 
 
@@ -99,8 +100,7 @@ class ItemVectorTable:
         return self._rows(item_ids.reshape(-1))[1].reshape(item_ids.shape)
 
     def _rows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.minimum(np.searchsorted(self.ids, flat), len(self.ids) - 1)
-        return rows, self.ids[rows] == flat
+        return find_sorted(self.ids, flat)
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,8 @@ class Vocabulary:
         return len(self.ids) + 1
 
     def index(self, item_ids: np.ndarray) -> np.ndarray:
-        if not len(self.ids):
-            return np.zeros_like(item_ids)
-        rows = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
-        return np.where(self.ids[rows] == item_ids, rows + 1, 0)
+        rows, found = find_sorted(self.ids, item_ids)
+        return np.where(found, rows + 1, 0)
 
 
 SAMPLE_COLUMNS = ("user_id", "item_id", "event_time", "label", "hist_item_ids", "hist_len")

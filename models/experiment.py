@@ -23,6 +23,7 @@ from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
 from models.intervals import bootstrap_metrics, to_json_ready
+from models.lookup import find_sorted
 from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
 from models.splits import SampleIndex, SplitReader, training_items
 from models.tracking import RunLogger, Tracker, comparison_figure
@@ -103,9 +104,8 @@ class Evaluation:
         for fold in self.folds:
             rows = self.rows(fold)
             known, n = np.unique(self.index.item_ids[rows.mask(TRAIN)], return_counts=True)
-            items = self.index.item_ids[rows.mask(TEST)]
-            position = np.minimum(np.searchsorted(known, items), max(len(known) - 1, 0))
-            counts.append(np.where(known[position] == items, n[position], 0) if len(known) else np.zeros(len(items)))
+            position, found = find_sorted(known, self.index.item_ids[rows.mask(TEST)])
+            counts.append(np.where(found, n[position] if len(n) else 0, 0))
         return self.pooled_test(counts).astype(np.int64)
 
     def subsets(self, max_interactions: int) -> dict[str, np.ndarray]:

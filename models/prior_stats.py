@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.lookup import find_sorted
+
 SMOOTHING = 5.0  # pseudo-events at the global rate: a user with 2 events is not "100% clicker"
 CONTEXT_FEATURES = ("user_log_events", "user_click_rate", "item_log_events", "item_click_rate")
 
@@ -44,8 +46,7 @@ class EntityHistory:
         """(events, clicks) of each id strictly before its time; zeros for an unknown id."""
         if not len(self.entities):
             return np.zeros(len(ids)), np.zeros(len(ids))
-        block = np.minimum(np.searchsorted(self.entities, ids), len(self.entities) - 1)
-        known = self.entities[block] == ids
+        block, known = find_sorted(self.entities, ids)
         offset = np.clip(seconds - self.first_second, 0, self.span - 1)
         position = np.searchsorted(self.keys, block * self.span + offset, side="left")  # same second: not before
         start = self.starts[block]

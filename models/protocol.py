@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.lookup import find_sorted
+
 TRAIN, VALID, TEST = 1, 2, 3  # split codes; 0: the row is in no split of the fold
 SPLIT_CODES = {"train": TRAIN, "valid": VALID, "test": TEST}
 
@@ -85,8 +87,7 @@ class Fold:
             train_end, test_start, test_end = self.cutoffs
             return np.select([seconds < train_end, seconds < test_start, seconds < test_end],
                              [TRAIN, VALID, TEST], 0).astype(np.int8)
-        rows = np.minimum(np.searchsorted(self.users, user_ids), len(self.users) - 1)
-        known = self.users[rows] == user_ids
+        rows, known = find_sorted(self.users, user_ids)
         valid_from = np.where(known, self.user_valid_from[rows], np.iinfo(np.int64).max)
         test_from = np.where(known, self.user_test_from[rows], np.iinfo(np.int64).max)
         return np.select([seconds < valid_from, seconds < test_from], [TRAIN, VALID], TEST).astype(np.int8)
