@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 export SPARK_LOCAL_IP := 127.0.0.1
-export SPARK_CONF_DIR := $(CURDIR)/dmf_features/spark_conf
+export SPARK_CONF_DIR := $(CURDIR)/dmf_features/infra/spark_conf
 
 .PHONY: demo test setup bench ui lake clean
 

@@ -40,13 +40,13 @@ import torch
 from pyspark.sql import SparkSession
 
 from bench.common import final_line, time_interleaved, write_results
-from dmf_features import images
-from dmf_features.config import Config, load_config
-from dmf_features.embedding import embed_items
-from dmf_features.encoders import Encoder, EncoderSpec, load_encoder
-from dmf_features.lake import Lake
+from dmf_features.embedding import images
+from dmf_features.embedding.encoders import Encoder, EncoderSpec, load_encoder
+from dmf_features.embedding.stage import embed_items
+from dmf_features.infra.config import Config, load_config
+from dmf_features.infra.lake import Lake
+from dmf_features.infra.spark import get_spark
 from dmf_features.schemas import ITEM_EMBEDDINGS, ITEMS, QUARANTINE
-from dmf_features.spark import get_spark
 
 NAME = "embed"
 PROJECT = Path(__file__).resolve().parent.parent

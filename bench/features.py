@@ -10,7 +10,7 @@ size (users = events / 100, a fixed catalogue of items):
       vectors, reading and caching `events`, the split counts, computing the features and writing
       `samples` to Delta, and merging `user_sequences`; both tables are removed before each call,
       so every call writes everything. Throughput = samples written / seconds of the call.
-    - reference: `bench.features_reference.reference_features`, the single-process pandas/numpy
+    - reference: `dmf_features.testing.reference.reference_features`, the single-process pandas/numpy
       implementation of the same spec, on the same events (read from the `events` table's Parquet
       files, the Delta add-action list, with pyarrow) and the same vectors, with the same L, L_long,
       B and K. Only its feature computation is timed: not reading the events, not selecting users.
@@ -58,14 +58,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from bench.common import final_line, write_results
-from bench.features_reference import reference_features
-from dmf_features.config import Config, load_config
-from dmf_features.features import build_features
+from dmf_features.features.kernels.similarity import bucket_edges
+from dmf_features.features.stage import build_features
+from dmf_features.infra.config import Config, load_config
+from dmf_features.infra.lake import Lake
+from dmf_features.infra.spark import get_spark
 from dmf_features.ingest import ingest
-from dmf_features.lake import Lake
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
-from dmf_features.similarity import bucket_edges
-from dmf_features.spark import get_spark
+from dmf_features.testing.reference import reference_features
 
 NAME = "features"
 PROJECT = Path(__file__).resolve().parent.parent

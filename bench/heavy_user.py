@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from bench.common import final_line, write_results
-from dmf_features.config import load_config
-from dmf_features.features import build_features
-from dmf_features.lake import Lake
-from dmf_features.spark import get_spark
-from tests.helpers.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
+from dmf_features.features.stage import build_features
+from dmf_features.infra.config import load_config
+from dmf_features.infra.lake import Lake
+from dmf_features.infra.spark import get_spark
+from dmf_features.testing.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
 DIMS = {"text": 384, "image": 1280, "fused": 1664}  # the default encoders' widths
 ITEMS, LIGHT_USERS, LIGHT_EVENTS = 2_000, 200, 50

@@ -28,10 +28,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from bench.common import Timing, final_line, time_interleaved, write_results
-from dmf_features.config import LakeConfig, SparkConfig
-from dmf_features.lake import Lake
+from dmf_features.infra.config import LakeConfig, SparkConfig
+from dmf_features.infra.lake import Lake
+from dmf_features.infra.spark import get_spark
 from dmf_features.schemas import EVENTS
-from dmf_features.spark import get_spark
 
 NAME = "lake_write"
 DAYS = 30

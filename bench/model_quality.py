@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_comparison(args: argparse.Namespace) -> dict:
-    from dmf_features.config import load_config
+    from dmf_features.infra.config import load_config
     from models.config import load_model_spec
     from models.experiment import DataSource, Evaluation, compare
     from models.tracking import Tracker

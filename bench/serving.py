@@ -18,7 +18,7 @@ import argparse
 import torch
 
 from bench.common import final_line, time_interleaved, write_results
-from dmf_features.similarity import bucket_edges
+from dmf_features.features.kernels.similarity import bucket_edges
 from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ModelConfig
 from models.serving import DecoupledScorer, EarlyFusionScorer, Items

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from dmf_features.config import Config, ConfigError, load_config
+from dmf_features.infra.config import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = os.environ.get("DMF_CONFIG", "conf/local.yaml")
 
@@ -198,10 +198,11 @@ def _with_strict(args: argparse.Namespace, cfg: Config) -> Config:
 
 
 def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.ingest import DateScope, IngestError, ingest
-    from dmf_features.lake import Lake
-    from dmf_features.sources.movielens import SourceError
-    from dmf_features.spark import get_spark
+    from dmf_features.infra.dates import DateScope
+    from dmf_features.infra.lake import Lake
+    from dmf_features.infra.spark import get_spark
+    from dmf_features.ingest import IngestError, ingest
+    from dmf_features.ingest.sources.movielens import SourceError
 
     progress = progress or _Progress()
     progress(f"starting Spark ({cfg.spark.master})")
@@ -216,9 +217,9 @@ def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress | None = 
 
 
 def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.lake import Lake
+    from dmf_features.infra.lake import Lake
+    from dmf_features.infra.spark import get_spark
     from dmf_features.quality import validate_tables
-    from dmf_features.spark import get_spark
 
     progress = progress or _Progress()
     tables = getattr(args, "tables", None) or cfg.quality.tables
@@ -234,9 +235,9 @@ def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None 
 
 
 def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.embedding import embed_items
-    from dmf_features.lake import Lake
-    from dmf_features.spark import get_spark
+    from dmf_features.embedding.stage import embed_items
+    from dmf_features.infra.lake import Lake
+    from dmf_features.infra.spark import get_spark
 
     progress = progress or _Progress()
     spark = get_spark(cfg.spark)
@@ -246,10 +247,10 @@ def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress | None = N
 
 
 def _features(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.features import FeaturesError, build_features
-    from dmf_features.ingest import DateScope
-    from dmf_features.lake import Lake
-    from dmf_features.spark import get_spark
+    from dmf_features.features.stage import FeaturesError, build_features
+    from dmf_features.infra.dates import DateScope
+    from dmf_features.infra.lake import Lake
+    from dmf_features.infra.spark import get_spark
 
     progress = progress or _Progress()
     spark = get_spark(cfg.spark)
@@ -346,8 +347,8 @@ def _tune(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _similar(args: argparse.Namespace, cfg: Config) -> int:
-    from dmf_features.item_index import ItemIndex
-    from dmf_features.lake import Lake
+    from dmf_features.embedding.item_index import ItemIndex
+    from dmf_features.infra.lake import Lake
 
     try:
         index = ItemIndex.load(Lake(cfg.lake))
@@ -364,8 +365,8 @@ def _similar(args: argparse.Namespace, cfg: Config) -> int:
 def _recommend(args: argparse.Namespace, cfg: Config) -> int:
     import mlflow
 
-    from dmf_features.item_index import ItemIndex
-    from dmf_features.lake import Lake
+    from dmf_features.embedding.item_index import ItemIndex
+    from dmf_features.infra.lake import Lake
     from models.recommend import recommend
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
@@ -398,7 +399,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _lake(args: argparse.Namespace, cfg: Config) -> int:
-    from dmf_features.lake import Lake, LakeError
+    from dmf_features.infra.lake import Lake, LakeError
 
     lake = Lake(cfg.lake)
     try:

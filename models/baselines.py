@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from dmf_features.features.kernels.lookup import find_sorted
 from models.data import PinnedTable, epoch_seconds, list_matrix
-from models.lookup import find_sorted
 from models.metrics import auc
 from models.prior_stats import PriorStats
 from models.protocol import TEST, TRAIN, VALID

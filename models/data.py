@@ -19,8 +19,8 @@ import torch
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from dmf_features.features.kernels.lookup import find_sorted
 from models.batch import CTRBatch
-from models.lookup import find_sorted
 from models.prior_stats import PriorStats
 
 

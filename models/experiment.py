@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dmf_features.features.kernels.lookup import find_sorted
 from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scores
 from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
 from models.intervals import bootstrap_metrics, to_json_ready
-from models.lookup import find_sorted
 from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
 from models.splits import SampleIndex, SplitReader, training_items
 from models.tracking import RunLogger, Tracker, comparison_figure

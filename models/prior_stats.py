@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.lookup import find_sorted
+from dmf_features.features.kernels.lookup import find_sorted
 
 SMOOTHING = 5.0  # pseudo-events at the global rate: a user with 2 events is not "100% clicker"
 CONTEXT_FEATURES = ("user_log_events", "user_click_rate", "item_log_events", "item_click_rate")

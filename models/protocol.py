@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.lookup import find_sorted
+from dmf_features.features.kernels.lookup import find_sorted
 
 TRAIN, VALID, TEST = 1, 2, 3  # split codes; 0: the row is in no split of the fold
 SPLIT_CODES = {"train": TRAIN, "valid": VALID, "test": TEST}

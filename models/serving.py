@@ -22,7 +22,7 @@ from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
 
 
 def bucket_of(sims: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Each similarity's bucket as `dmf_features.similarity.bucket_of` writes it to `samples`: how many
+    """Each similarity's bucket as `dmf_features.features.kernels.similarity.bucket_of` writes it to `samples`: how many
     of the modality's boundaries (`bucket_edges` in the samples commit's lineage) are at or below it."""
     return torch.bucketize(sims, edges, right=True)
 

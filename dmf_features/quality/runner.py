@@ -23,8 +23,8 @@ from great_expectations.data_context import AbstractDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame, SparkSession
 
-from dmf_features.config import IngestConfig
-from dmf_features.lake import Lake
+from dmf_features.infra.config import IngestConfig
+from dmf_features.infra.lake import Lake
 from dmf_features.quality.suites import suite_for
 from dmf_features.schemas import VALIDATION_RESULTS
 

@@ -13,7 +13,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from dmf_features import schemas
-from dmf_features.config import IngestConfig
+from dmf_features.infra.config import IngestConfig
 
 SuiteBuilder = Callable[[IngestConfig], gx.ExpectationSuite]
 

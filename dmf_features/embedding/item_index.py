@@ -1,0 +1,144 @@
+"""The nearest-item index (MIM's representation centre): FAISS over the fused item vectors.
+
+Built by the embedding job from one fused version of `item_embeddings` and saved next to the lake's
+tables as `<lake>/_indexes/item_embeddings/<version slug>/` with the index, the item titles (so a
+lookup needs no Spark) and a `meta.json`; `latest.json` points at the newest build. Vectors are
+unit length, so inner product is cosine similarity. A GPU index is used when faiss-gpu sees a GPU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from dmf_features.infra.lake import Lake
+from dmf_features.schemas import ITEM_EMBEDDINGS, ITEMS
+
+FOLDER = "_indexes/item_embeddings"
+_BATCH = 50_000  # vectors copied from Spark to the index at a time
+
+
+def version_slug(version: str) -> str:
+    """A short, file-name-safe name for a fused version (the index's folder)."""
+    return hashlib.sha256(version.encode()).hexdigest()[:16]
+
+
+def _on_gpu(index: faiss.Index) -> faiss.Index:
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return faiss.index_cpu_to_all_gpus(index) if gpus > 0 else index
+
+
+def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
+    """Index every item's fused vector of `fused_version`; returns where it was saved."""
+    rows = lake.read(spark, ITEM_EMBEDDINGS.name).where(
+        (F.col("modality") == "fused") & (F.col("encoder_version") == fused_version)
+    ).join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
+    index: faiss.Index | None = None
+    ids: list[np.ndarray] = []
+    titles: list[str | None] = []
+    batch_ids, batch_vectors = [], []
+
+    def flush() -> None:
+        nonlocal index
+        if not batch_ids:
+            return
+        vectors = np.asarray(batch_vectors, dtype=np.float32)
+        if index is None:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        index.add_with_ids(vectors, np.asarray(batch_ids, dtype=np.int64))
+        ids.append(np.asarray(batch_ids, dtype=np.int64))
+        batch_ids.clear()
+        batch_vectors.clear()
+
+    for row in rows.select("item_id", "vector", "title").toLocalIterator(prefetchPartitions=True):
+        batch_ids.append(row.item_id)
+        batch_vectors.append(row.vector)
+        titles.append(row.title)
+        if len(batch_ids) >= _BATCH:
+            flush()
+    flush()
+    if index is None:
+        raise RuntimeError(f"no fused vectors of version {fused_version!r} to index")
+
+    slug = version_slug(fused_version)
+    meta = {"version": fused_version, "items": int(index.ntotal), "dim": int(index.d),
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name), "metric": "cosine"}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp)
+        faiss.write_index(index, str(local / "index.faiss"))
+        pq.write_table(pa.table({"item_id": np.concatenate(ids), "title": titles}), local / "items.parquet")
+        (local / "meta.json").write_text(json.dumps(meta, indent=2))
+        destination = f"{lake.root}/{FOLDER}/{slug}"
+        _upload(local, destination)
+        latest = Path(tmp) / "latest.json"
+        latest.write_text(json.dumps({"slug": slug, **meta}, indent=2))
+        _upload_file(latest, f"{lake.root}/{FOLDER}/latest.json")
+    return destination
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    item_id: int
+    title: str | None
+    similarity: float
+
+
+class ItemIndex:
+    """A saved index loaded for lookups: `ItemIndex.load(lake).similar(item_id, k)`."""
+
+    def __init__(self, index: faiss.Index, titles: dict[int, str | None], meta: dict):
+        self.index, self.titles, self.meta = index, titles, meta
+
+    @classmethod
+    def load(cls, lake: Lake, slug: str | None = None) -> ItemIndex:
+        fs, root = pafs.FileSystem.from_uri(lake.root if "://" in lake.root else f"file://{lake.root}")
+        base = f"{root}/{FOLDER}"
+        if slug is None:
+            try:
+                with fs.open_input_stream(f"{base}/latest.json") as f:
+                    slug = json.loads(f.read())["slug"]
+            except FileNotFoundError:
+                raise LookupError(f"no item index under {lake.root}: run the embedding job first (dmf embed)") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("index.faiss", "items.parquet", "meta.json"):
+                pafs.copy_files(f"{base}/{slug}/{name}", f"{tmp}/{name}", source_filesystem=fs)
+            index = faiss.read_index(f"{tmp}/index.faiss")
+            items = pq.read_table(f"{tmp}/items.parquet").to_pydict()
+            meta = json.loads(Path(f"{tmp}/meta.json").read_text())
+        return cls(_on_gpu(index), dict(zip(items["item_id"], items["title"])), meta)
+
+    def similar(self, item_id: int, k: int = 10) -> list[Neighbour]:
+        if item_id not in self.titles:
+            raise KeyError(f"item {item_id} has no fused vector in this index ({self.meta['version']})")
+        query = self._vector(item_id)[None, :]
+        scores, found = self.index.search(query, k + 1)
+        return [Neighbour(int(i), self.titles.get(int(i)), float(s))
+                for s, i in zip(scores[0], found[0]) if i != item_id and i >= 0][:k]
+
+    def _vector(self, item_id: int) -> np.ndarray:
+        cpu = faiss.index_gpu_to_cpu(self.index) if hasattr(faiss, "index_gpu_to_cpu") and faiss.get_num_gpus() else self.index
+        return cpu.reconstruct(int(item_id)).astype(np.float32)
+
+
+def _upload(local: Path, destination: str) -> None:
+    for path in local.iterdir():
+        _upload_file(path, f"{destination}/{path.name}")
+
+
+def _upload_file(path: Path, destination: str) -> None:
+    fs, target = pafs.FileSystem.from_uri(destination if "://" in destination else f"file://{destination}")
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(path), target, destination_filesystem=fs)

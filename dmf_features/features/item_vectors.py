@@ -1,0 +1,33 @@
+"""Item vectors of one encoder version per modality, as dense numpy matrices for the feature UDFs.
+
+Loaded once on the driver from `item_embeddings` and broadcast: the feature job looks vectors up by
+item id instead of joining them onto every history position (a history of L items would otherwise
+copy L vectors into each sample).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from dmf_features.features.kernels.vectors import ModalityVectors
+from dmf_features.infra.lake import Lake
+from dmf_features.schemas import ITEM_EMBEDDINGS
+
+
+def load_item_vectors(spark: SparkSession, lake: Lake, versions: dict[str, str]) -> dict[str, ModalityVectors]:
+    """{modality: vectors of that encoder version}; a version with no rows is an error."""
+    result = {}
+    for modality, version in versions.items():
+        table = lake.read(spark, ITEM_EMBEDDINGS.name, partition_filters=[("modality", "=", modality)])
+        arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector").toArrow()
+        if arrow.num_rows == 0:
+            raise LookupError(
+                f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
+        ids = arrow.column("item_id").to_numpy()
+        flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        matrix = np.asarray(flat, np.float32).reshape(len(ids), -1)
+        order = np.argsort(ids, kind="stable")
+        result[modality] = ModalityVectors(version, ids[order].astype(np.int64), np.ascontiguousarray(matrix[order]))
+    return result

@@ -1,0 +1,1 @@
+"""Numpy-only feature arithmetic (histories, similarity, negatives): no pyspark, shared with tests and models."""

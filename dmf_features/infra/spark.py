@@ -1,0 +1,97 @@
+"""The one place a SparkSession is made: Python for workers, UTC, Arrow, local IP, GPU resources."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from dmf_features.infra.config import SparkConfig
+
+SPARK_CONF_DIR = Path(__file__).parent / "spark_conf"  # log4j2.properties: warnings only
+
+# Settings every job relies on; a user's `spark.conf` entries override them.
+_BASE_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    # Delta readers expect INT64 timestamps, not Spark's legacy INT96.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # The lake layer lists what a write produced: no _SUCCESS markers, no .crc side files.
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def spark_conf(cfg: SparkConfig) -> dict[str, str]:
+    """The full Spark configuration a job runs with (without starting anything)."""
+    conf = dict(_BASE_CONF)
+    conf["spark.app.name"] = cfg.app_name
+    conf["spark.master"] = cfg.master
+    conf["spark.driver.memory"] = cfg.driver_memory
+    conf["spark.sql.shuffle.partitions"] = str(cfg.shuffle_partitions)
+    conf["spark.pyspark.python"] = cfg.python or sys.executable
+    if cfg.is_local:
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+        # The lake hands Spark exact file lists; on a local disk the driver stats thousands of
+        # files faster than a distributed listing job starts (4x faster planning on 4,110 files).
+        conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
+    if cfg.gpu is not None:  # validated: never with a local master, where Spark hangs on GPU requests
+        conf["spark.executor.resource.gpu.amount"] = str(cfg.gpu.executor_amount)
+        conf["spark.task.resource.gpu.amount"] = str(cfg.gpu.task_amount)
+        if cfg.gpu.discovery_script:
+            conf["spark.executor.resource.gpu.discoveryScript"] = cfg.gpu.discovery_script
+    conf.update(cfg.conf)
+    return conf
+
+
+def get_spark(cfg: SparkConfig) -> SparkSession:
+    """Start (or reuse) the session for `cfg`; workers run the same Python as the driver."""
+    python = cfg.python or sys.executable
+    os.environ.setdefault("PYSPARK_PYTHON", python)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", python)
+    if cfg.is_local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_CONF_DIR", str(SPARK_CONF_DIR))  # read when the JVM starts
+    builder = SparkSession.builder
+    for key, value in spark_conf(cfg).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    _warn_if_heap_smaller(spark, cfg.driver_memory)
+    return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a SQL setting for the actions run inside the block, then restore it."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _warn_if_heap_smaller(spark: SparkSession, wanted: str) -> None:
+    """spark-submit starts the driver JVM before the job reads its config, so `driver_memory` only
+    applies when the job starts Spark itself; say so instead of failing later with an OOM."""
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    unit = wanted[-1].lower()
+    wanted_bytes = int(float(wanted[:-1]) * _UNITS[unit]) if unit in _UNITS else int(wanted)
+    if heap < 0.8 * wanted_bytes:
+        print(f"dmf: warning: the Spark driver has a {heap / 2**30:.1f} GiB heap but the config asks for "
+              f"driver_memory {wanted}; with spark-submit pass --driver-memory {wanted}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Source readers: MovieLens-format files and the synthetic generator."""
