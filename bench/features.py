@@ -61,7 +61,7 @@ from bench.common import final_line, write_results
 from dmf_features.features.kernels.similarity import bucket_edges
 from dmf_features.features.stage import build_features
 from dmf_features.infra.config import Config, load_config
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.infra.spark import get_spark
 from dmf_features.ingest import ingest
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
@@ -190,7 +190,7 @@ def write_vectors(spark: SparkSession, lake: Lake, vectors: dict[str, tuple[np.n
             "input_hash": [f"r{i}" for i in ids], "dim": np.int32(matrix.shape[1]), "vector": list(matrix),
             "embedded_at": pd.Timestamp("2024-01-01", tz="UTC"),
         }))
-    df = spark.createDataFrame(pd.concat(frames, ignore_index=True), ITEM_EMBEDDINGS.schema)
+    df = spark.createDataFrame(pd.concat(frames, ignore_index=True), spark_schema(ITEM_EMBEDDINGS))
     lake.write(df, ITEM_EMBEDDINGS.name, mode="overwrite", partition_by=ITEM_EMBEDDINGS.partition_by)
 
 

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from bench.common import Timing, final_line, time_interleaved, write_results
 from dmf_features.infra.config import LakeConfig, SparkConfig
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.infra.spark import get_spark
 from dmf_features.schemas import EVENTS
 
@@ -88,7 +88,7 @@ def events_frame(spark: SparkSession, rows: int, partitions: int) -> DataFrame:
         "date": f"to_date({event_time})",
     }
     df = spark.range(0, rows, numPartitions=partitions).select(
-        *(F.expr(exprs[f.name]).cast(f.dataType).alias(f.name) for f in EVENTS.schema)
+        *(F.expr(exprs[f.name]).cast(f.dataType).alias(f.name) for f in spark_schema(EVENTS))
     ).cache()
     df.count()
     return df

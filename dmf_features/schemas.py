@@ -1,52 +1,86 @@
-"""The tables' schemas and keys: the contract between stages. One place for each table's shape."""
+"""The contract between the lake and the trainer, importable without pyspark.
+
+One place for each table's columns (pyarrow; `dmf_features.infra.lake.spark_schema` converts them
+for Spark), the modalities, the names of the feature columns in `samples`, the order of a history,
+and the lineage record the feature stage writes into each commit and the trainer, the tracking code
+and `dmf recommend` read back. The Spark stages and `models/` both import it; neither keeps a copy.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
 
-from pyspark.sql.types import (
-    ArrayType,
-    BinaryType,
-    BooleanType,
-    DataType,
-    DateType,
-    DoubleType,
-    FloatType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+import pyarrow as pa
 
-_TYPES: dict[str, DataType] = {
-    "bigint": LongType(), "int": IntegerType(), "double": DoubleType(), "string": StringType(),
-    "binary": BinaryType(), "boolean": BooleanType(), "date": DateType(), "timestamp": TimestampType(),
-    "array<string>": ArrayType(StringType()), "array<float>": ArrayType(FloatType()),
-    "array<bigint>": ArrayType(LongType()), "array<int>": ArrayType(IntegerType()),
-    "array<boolean>": ArrayType(BooleanType()), "array<timestamp>": ArrayType(TimestampType()),
-    "array<array<float>>": ArrayType(ArrayType(FloatType())),
+_TYPES: dict[str, pa.DataType] = {
+    "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(), "string": pa.string(),
+    "binary": pa.binary(), "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
+    "float": pa.float32(),
 }
 
 
-def _schema(columns: str) -> StructType:
-    """'name type, ...' with the few types the tables use (importable without a Spark session)."""
-    fields = []
-    for column in columns.split(","):
-        name, kind = column.split()
-        fields.append(StructField(name, _TYPES[kind.lower()], nullable=True))
-    return StructType(fields)
+def _type(kind: str) -> pa.DataType:
+    kind = kind.lower()
+    if kind.startswith("array<") and kind.endswith(">"):
+        return pa.list_(_type(kind[len("array<"):-1]))
+    return _TYPES[kind]
+
+
+def _schema(columns: str) -> pa.Schema:
+    """'name type, ...' in Spark SQL spelling; every column nullable, as Delta and Spark keep them."""
+    return pa.schema([pa.field(name, _type(kind), nullable=True)
+                      for name, kind in (column.split() for column in columns.split(","))])
 
 
 @dataclass(frozen=True)
 class TableSpec:
     name: str
-    schema: StructType
+    schema: pa.Schema
     keys: tuple[str, ...]
     partition_by: tuple[str, ...] = ()
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.schema.names)
 
+
+# ---------------------------------------------------------------------------------- modalities
+Modality = Literal["text", "image", "fused"]
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
+FUSED: Modality = "fused"  # the items' multimodal vector: what models take for a target and its history
+
+
+# ------------------------------------------------------------------------ feature columns of samples
+# DMF's target-aware features, the same seven per modality, named `{modality}_{feature}`:
+# sim/mask/bucket over the short history (L), hist/hist_count over the long one, topk_* its K best.
+FEATURE_TYPES = {
+    "sim": "array<float>", "mask": "array<boolean>", "bucket": "array<int>", "hist": "array<float>",
+    "hist_count": "int", "topk_ids": "array<bigint>", "topk_sims": "array<float>",
+}
+Feature = Literal["sim", "mask", "bucket", "hist", "hist_count", "topk_ids", "topk_sims"]
+FEATURES: tuple[Feature, ...] = get_args(Feature)
+assert tuple(FEATURE_TYPES) == FEATURES
+
+
+def feature_column(modality: str, feature: Feature) -> str:
+    return f"{modality}_{feature}"
+
+
+def vectors_column(modality: str) -> str:
+    """`user_sequences`' column of the history items' vectors of one modality."""
+    return f"{modality}_vectors"
+
+
+# ----------------------------------------------------------------------------------- history order
+# A history is newest first; events of the same time are ordered by item id, then event type, both
+# descending. Spark windows, the numpy kernels' stream order (its reverse) and the reference all
+# follow these columns.
+HISTORY_ORDER = ("event_time", "item_id", "event_type")
+
+
+# ------------------------------------------------------------------------------------------ tables
 ITEMS = TableSpec(
     "items",
     _schema(
@@ -96,20 +130,13 @@ VALIDATION_RESULTS = TableSpec(
     partition_by=("table_name",),
 )
 
-# The modalities of the target-aware features; each has the same seven columns in `samples`.
-MODALITIES = ("text", "image", "fused")
-FEATURE_COLUMNS = (
-    "{m}_sim array<float>, {m}_mask array<boolean>, {m}_bucket array<int>, {m}_hist array<float>, "
-    "{m}_hist_count int, {m}_topk_ids array<bigint>, {m}_topk_sims array<float>"
-)
-
 SAMPLES = TableSpec(
     "samples",
     _schema(
         "sample_id string, user_id bigint, item_id bigint, event_time timestamp, event_type string, label int, "
         "is_negative boolean, split string, split_rule string, hist_len int, hist_item_ids array<bigint>, "
         "hist_times array<bigint>, long_len int, "
-        + ", ".join(FEATURE_COLUMNS.format(m=m) for m in MODALITIES)
+        + ", ".join(f"{feature_column(m, f)} {kind}" for m in MODALITIES for f, kind in FEATURE_TYPES.items())
         + ", date date"
     ),
     keys=("sample_id",),
@@ -121,7 +148,7 @@ USER_SEQUENCES = TableSpec(
     _schema(
         "user_id bigint, as_of timestamp, last_event_time timestamp, hist_len int, hist_item_ids array<bigint>, "
         "hist_event_times array<timestamp>, hist_event_types array<string>, long_hist_item_ids array<bigint>, "
-        + ", ".join(f"{m}_vectors array<array<float>>" for m in MODALITIES)
+        + ", ".join(f"{vectors_column(m)} array<array<float>>" for m in MODALITIES)
     ),
     keys=("user_id",),
 )
@@ -129,3 +156,40 @@ USER_SEQUENCES = TableSpec(
 # items.image_status: what ingest found for the item's image (the image column is null unless "ok"
 # or "corrupt"; a corrupt file's bytes are kept so the embedding job can report exactly why)
 IMAGE_STATUSES = ("ok", "missing", "empty", "corrupt", "too_large")
+
+
+# ----------------------------------------------------------------------------------------- lineage
+LINEAGE_KEY = "dmf.lineage"  # the commit metadata entry that holds it
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a `samples` / `user_sequences` version was built from and with: input table versions,
+    the encoder version of each modality's vectors, and the feature settings a server must repeat
+    (L, B, K and each modality's bucket boundaries)."""
+
+    events_version: int
+    item_embeddings_version: int
+    item_vectors: dict[str, str]  # modality -> encoder version
+    scope: str  # the dates the build covered
+    features: dict[str, Any]  # the feature settings used (the config's `features` section as JSON)
+    bucket_edges: dict[str, list[float]] = field(default_factory=dict)  # modality -> its B - 1 boundaries
+
+    @property
+    def history_length(self) -> int:
+        return int(self.features["history_length"])
+
+    @property
+    def buckets(self) -> int:
+        return int(self.features["buckets"])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.features["top_k"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Lineage:
+        return cls(**json.loads(text))

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from dmf_features.features.kernels.lookup import find_sorted
+from dmf_features.schemas import feature_column
 from models.data import PinnedTable, epoch_seconds, list_matrix
 from models.metrics import auc
 from models.prior_stats import PriorStats
@@ -118,7 +119,7 @@ def feature_matrix(samples: PinnedTable, index: SampleIndex, prior_stats: PriorS
     the precomputed similarity features of each modality, the history length, and the point-in-time
     user and item statistics. NaN where a modality has no similarity (LightGBM handles missing)."""
     columns = ["user_id", "item_id", "event_time", "hist_len",
-               *[f"{m}_{part}" for m in modalities for part in ("sim", "hist", "hist_count", "topk_sims")]]
+               *[feature_column(m, f) for m in modalities for f in ("sim", "hist", "hist_count", "topk_sims")]]
     parts = []
     for records in samples.batches(columns, 65_536):
         parts.append(_features(records, prior_stats, modalities))
@@ -136,12 +137,12 @@ def _features(records: pa.RecordBatch, prior_stats: PriorStats, modalities: Sequ
     with warnings.catch_warnings():  # a row without any similarity of a modality gives NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         for m in modalities:
-            sims = list_matrix(records.column(f"{m}_sim"), n).astype(np.float32)
-            topk = list_matrix(records.column(f"{m}_topk_sims"), n).astype(np.float32)
+            sims = list_matrix(records.column(feature_column(m, "sim")), n).astype(np.float32)
+            topk = list_matrix(records.column(feature_column(m, "topk_sims")), n).astype(np.float32)
             covered = np.isfinite(sims).sum(axis=1)
             out += [np.nanmean(sims, axis=1)[:, None], np.nanmax(sims, axis=1)[:, None], sims[:, :1],
-                    covered[:, None].astype(np.float32), list_matrix(records.column(f"{m}_hist"), n),
-                    np.log1p(records.column(f"{m}_hist_count").to_numpy().astype(np.float32))[:, None],
+                    covered[:, None].astype(np.float32), list_matrix(records.column(feature_column(m, "hist")), n),
+                    np.log1p(records.column(feature_column(m, "hist_count")).to_numpy().astype(np.float32))[:, None],
                     np.nanmean(topk, axis=1)[:, None], np.nanmax(topk, axis=1)[:, None]]
     return np.concatenate([np.asarray(o, np.float32).reshape(n, -1) for o in out], axis=1)
 

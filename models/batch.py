@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-TARGET_VECTOR_MODALITY = "fused"  # the multimodal vector models take for a target (and history items)
+from dmf_features.schemas import FUSED
+
+TARGET_VECTOR_MODALITY = FUSED  # the multimodal vector models take for a target (and history items)
 
 
 @dataclass

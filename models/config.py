@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.din import DIN, DINMultimodal, ModalityCentric
 from models.dmf import DMF, DMFEarlyFusion
-from models.layers import ModelConfig
+from models.layers import ArchitectureSpec, ModelConfig
 from models.prior_stats import CONTEXT_FEATURES
 
 MODEL_CLASSES = {"din": DIN, "din_multimodal": DINMultimodal, "modality_centric": ModalityCentric,
@@ -20,21 +20,6 @@ TRAIN_CONF = Path(__file__).resolve().parent.parent / "conf" / "train"
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArchitectureSpec(_Spec):
-    modalities: tuple[Literal["text", "image", "fused"], ...] = ("text", "image", "fused")
-    embedding_dim: int = Field(32, ge=1)
-    attention_dim: int = Field(32, ge=1)
-    mlp: tuple[int, ...] = (128, 64)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    fusion: Literal["weighted_sum", "concat", "gate"] = "gate"
-    use_buckets: bool = True
-    use_modality_path: bool = True
-    context: bool = Field(False, description="take the user's and item's point-in-time statistics (models.prior_stats)")
-    target_content: bool = Field(False, description="DMF: the target's projected content vector joins its ID embedding")
-    top_similarities: bool = Field(False, description="the modality-centric path also reads each modality's count of "
-                                                      "similarities and its top-K (the samples' K)")
 
 
 class TrainingSpec(_Spec):
@@ -58,10 +43,9 @@ class ModelSpec(_Spec):
 
     def build(self, vocab_size: int, vector_dim: int, buckets: int, top_k: int = 0):
         """The model for a vocabulary, vector width and the samples' B and K."""
-        architecture = self.architecture.model_dump(exclude={"context", "top_similarities"})
-        cfg = ModelConfig(vocab_size=vocab_size, vector_dim=vector_dim, buckets=buckets,
+        cfg = ModelConfig(**self.architecture.model_dump(), vocab_size=vocab_size, vector_dim=vector_dim, buckets=buckets,
                           context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0,
-                          top_k=top_k if self.architecture.top_similarities else 0, **architecture)
+                          top_k=top_k if self.architecture.top_similarities else 0)
         return MODEL_CLASSES[self.kind](cfg)
 
 

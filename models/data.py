@@ -7,8 +7,7 @@ once, in an `ItemVectorTable`, and looked up per batch by item id.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from dmf_features.features.kernels.lookup import find_sorted
+from dmf_features.schemas import LINEAGE_KEY, Feature, Lineage, feature_column
 from models.batch import CTRBatch
 from models.prior_stats import PriorStats
 
@@ -46,12 +46,12 @@ class PinnedTable:
             raise LookupError(f"{uri} has no version {version} (the latest is {latest})") from None
         return cls(uri, table.version(), tuple(table.file_uris()))
 
-    def lineage(self) -> dict:
-        """What the feature job recorded building this version (`dmf.lineage` in its commit)."""
+    def lineage(self) -> Lineage | None:
+        """What the feature job recorded building this version (in its commit); None if nothing."""
         for entry in DeltaTable(self.uri, version=self.version).history():
-            if entry.get("version") == self.version:
-                return json.loads(entry.get("dmf.lineage", "{}"))
-        return {}
+            if entry.get("version") == self.version and LINEAGE_KEY in entry:
+                return Lineage.from_json(entry[LINEAGE_KEY])
+        return None
 
     def batches(self, columns: Sequence[str], batch_rows: int, files: Sequence[str] | None = None,
                 ) -> Iterator[pa.RecordBatch]:
@@ -118,11 +118,26 @@ class Vocabulary:
 
 
 SAMPLE_COLUMNS = ("user_id", "item_id", "event_time", "label", "hist_item_ids", "hist_len")
+MODEL_FEATURES: tuple[Feature, ...] = ("sim", "bucket", "hist", "hist_count", "topk_sims")  # what models read
 
 
 def sample_columns(modalities: Sequence[str]) -> list[str]:
-    return [*SAMPLE_COLUMNS, *[f"{m}_{part}" for m in modalities
-                               for part in ("sim", "bucket", "hist", "hist_count", "topk_sims")]]
+    return [*SAMPLE_COLUMNS, *[feature_column(m, f) for m in modalities for f in MODEL_FEATURES]]
+
+
+def similarity_tensors(features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Each modality's features as `samples` holds them (numpy, a row per sample; NaN where masked) as
+    `CTRBatch`'s fields: masked similarities 0, buckets int64 (-1 masked), histograms, and `sim_top`
+    = [log(1 + unmasked positions), the top-K similarities]. Training batches and serving requests
+    both come through here."""
+    return {
+        "buckets": {m: torch.from_numpy(f["bucket"].astype(np.int64)) for m, f in features.items()},
+        "sims": {m: torch.from_numpy(np.nan_to_num(f["sim"]).astype(np.float32)) for m, f in features.items()},
+        "sim_hist": {m: torch.from_numpy(f["hist"].astype(np.float32)) for m, f in features.items()},
+        "sim_top": {m: torch.from_numpy(np.concatenate([
+            np.log1p(f["hist_count"].astype(np.float32))[:, None], np.nan_to_num(f["topk_sims"]).astype(np.float32)],
+            axis=1)) for m, f in features.items()},
+    }
 
 
 def epoch_seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -145,14 +160,8 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         target_ids=torch.from_numpy(vocabulary.index(targets)),
         hist_ids=torch.from_numpy(vocabulary.index(raw_hist) * mask),
         hist_mask=torch.from_numpy(mask),
-        buckets={m: torch.from_numpy(list_matrix(records.column(f"{m}_bucket"), n).astype(np.int64)) for m in modalities},
-        sims={m: torch.from_numpy(np.nan_to_num(list_matrix(records.column(f"{m}_sim"), n)).astype(np.float32))
-              for m in modalities},
-        sim_hist={m: torch.from_numpy(list_matrix(records.column(f"{m}_hist"), n).astype(np.float32)) for m in modalities},
-        sim_top={m: torch.from_numpy(np.concatenate([
-            np.log1p(records.column(f"{m}_hist_count").to_numpy().astype(np.float32))[:, None],
-            np.nan_to_num(list_matrix(records.column(f"{m}_topk_sims"), n)).astype(np.float32)], axis=1))
-            for m in modalities},
+        **similarity_tensors({m: {f: _feature_array(records, feature_column(m, f), n) for f in MODEL_FEATURES}
+                              for m in modalities}),
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )
@@ -166,6 +175,11 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
             batch.hist_vectors = torch.from_numpy(vectors.lookup(distinct))
             batch.hist_vector_rows = torch.from_numpy(rows.reshape(raw_hist.shape))
     return batch
+
+
+def _feature_array(records: pa.RecordBatch, column: str, rows: int) -> np.ndarray:
+    values = records.column(column)
+    return list_matrix(values, rows) if pa.types.is_list(values.type) else values.to_numpy(zero_copy_only=False)
 
 
 def list_matrix(column: pa.Array, rows: int) -> np.ndarray:

@@ -59,6 +59,7 @@ class ModalityCentric(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg  # what a logged model records to build it again
         self.path = SimilarityHistograms(cfg, 1, with_context=True)
 
     def forward(self, batch: CTRBatch) -> torch.Tensor:

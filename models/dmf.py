@@ -26,16 +26,12 @@ from models.layers import (
     with_context,
 )
 
-FUSIONS = ("weighted_sum", "concat", "gate")
-
 
 class DMF(nn.Module):
     needs_hist_vectors = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {cfg.fusion!r}")
         self.cfg = cfg
         d, a = cfg.embedding_dim, cfg.attention_dim
         self.items = nn.Embedding(cfg.vocab_size, d)

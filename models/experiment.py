@@ -55,7 +55,7 @@ class Evaluation:
         self.lineage = self.samples.lineage()
         if not self.lineage:
             raise LookupError(f"samples version {self.samples.version} has no lineage: rebuild it with `dmf features`")
-        self.embeddings = PinnedTable.open(source.item_embeddings_uri, self.lineage["item_embeddings_version"],
+        self.embeddings = PinnedTable.open(source.item_embeddings_uri, self.lineage.item_embeddings_version,
                                            source.storage_options)
         self.config = source.evaluation
         self.index = SampleIndex.read(self.samples)
@@ -67,7 +67,7 @@ class Evaluation:
     def preloaded(self) -> pa.Table | None:
         """Every row's model inputs in memory when they fit in `PRELOAD_BYTES`: each fold's readers
         then filter it instead of re-reading thousands of small daily files per fold and split."""
-        columns = sample_columns(list(self.lineage["item_vectors"]))
+        columns = sample_columns(list(self.lineage.item_vectors))
         first = next(self.samples.batches(columns, 1_024), None)
         if first is None or first.nbytes / max(first.num_rows, 1) * len(self.index.labels) > PRELOAD_BYTES:
             return None
@@ -75,12 +75,12 @@ class Evaluation:
 
     @property
     def buckets(self) -> int:
-        return self.lineage["features"]["buckets"]
+        return self.lineage.buckets
 
     @cached_property
     def vectors(self) -> ItemVectorTable:
         return ItemVectorTable.load(self.embeddings, TARGET_VECTOR_MODALITY,
-                                    self.lineage["item_vectors"][TARGET_VECTOR_MODALITY])
+                                    self.lineage.item_vectors[TARGET_VECTOR_MODALITY])
 
     def rows(self, fold: Fold) -> FoldRows:
         if fold.name not in self._rows:
@@ -158,7 +158,7 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
             rows = evaluation.rows(fold)
             items = training_items(evaluation.index, fold, spec.min_item_count)
             model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets,
-                               evaluation.lineage["features"]["top_k"])
+                               evaluation.lineage.top_k)
             context = rows.prior_stats if spec.architecture.context else None
 
             def reader(split: str, shuffle: bool, fold=fold, items=items, model=model, context=context) -> SplitReader:
@@ -223,7 +223,7 @@ def baseline_run(name: str, evaluation: Evaluation, tracker: Tracker, max_intera
     progress(f"{name}: {len(evaluation.folds)} fold(s)")
     features = None
     if name == "lightgbm":
-        modalities = list(evaluation.lineage["item_vectors"])
+        modalities = list(evaluation.lineage.item_vectors)
         # statistics smoothed toward the first fold's training rate: earlier than every fold's test rows
         features = feature_matrix(evaluation.samples, evaluation.index, evaluation.rows(evaluation.folds[0]).prior_stats,
                                   modalities)

@@ -1,35 +1,54 @@
-"""Layer blocks every CTR model here is assembled from."""
+"""Layer blocks every CTR model here is assembled from, and the config that sizes them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.batch import CTRBatch
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Sizes and switches of a model; `conf/train/*.yaml` fills it (validated by the trainer's config)."""
+class ArchitectureSpec(BaseModel):
+    """A spec file's `architecture` (`conf/train/*.yaml`): switches and widths, the same for any data set."""
 
-    vocab_size: int  # item-id vocabulary, index 0 = padding / unknown
-    vector_dim: int = 0  # width of the multimodal item vectors in batches (0: the model uses none)
-    modalities: tuple[str, ...] = ("text", "image", "fused")  # whose similarity buckets / histograms feed the model
-    buckets: int = 10
-    embedding_dim: int = 32
-    attention_dim: int = 32
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modalities: tuple[Literal["text", "image", "fused"], ...] = Field(
+        ("text", "image", "fused"), description="whose similarity buckets / histograms feed the model")
+    embedding_dim: int = Field(32, ge=1)
+    attention_dim: int = Field(32, ge=1)
     mlp: tuple[int, ...] = (128, 64)
-    dropout: float = 0.0
-    fusion: str = "gate"  # Complementary Modality Modeling: weighted_sum | concat | gate
-    use_buckets: bool = True  # DMF ablation: False drops P_K / P_V
-    use_modality_path: bool = True  # DMF ablation: False drops the histogram path
-    context_features: int = 0  # width of `CTRBatch.context` (point-in-time user/item statistics); 0: not used
-    target_content: bool = False  # the target's own projected content vector joins its ID embedding
-    top_k: int = 0  # K of `CTRBatch.sim_top` the modality-centric path reads (0: histograms only)
-    extra: dict = field(default_factory=dict)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    fusion: Literal["weighted_sum", "concat", "gate"] = Field("gate", description="Complementary Modality Modeling")
+    use_buckets: bool = Field(True, description="DMF ablation: False drops P_K / P_V")
+    use_modality_path: bool = Field(True, description="DMF ablation: False drops the histogram path")
+    context: bool = Field(False, description="take the user's and item's point-in-time statistics (models.prior_stats)")
+    target_content: bool = Field(False, description="DMF: the target's projected content vector joins its ID embedding")
+    top_similarities: bool = Field(False, description="the modality-centric path also reads each modality's count of "
+                                                      "similarities and its top-K (the samples' K)")
+
+
+class ModelConfig(ArchitectureSpec):
+    """An architecture sized for its data: all a model class is built from, so a logged model is its
+    weights and this config's JSON (`models.tracking`). The sizes agree with the switches."""
+
+    vocab_size: int = Field(ge=1, description="item-id vocabulary, index 0 = padding / unknown")
+    vector_dim: int = Field(0, ge=0, description="width of the multimodal item vectors in batches (0: the model uses none)")
+    buckets: int = Field(10, ge=1)
+    context_features: int = Field(0, ge=0, description="width of `CTRBatch.context`: nonzero exactly with `context`")
+    top_k: int = Field(0, ge=0, description="K of `CTRBatch.sim_top` the modality-centric path reads (0: histograms "
+                                            "only); nonzero only with `top_similarities`")
+
+    @model_validator(mode="after")
+    def _sizes_follow_switches(self) -> ModelConfig:
+        if bool(self.context_features) != self.context or (self.top_k and not self.top_similarities):
+            raise ValueError(f"the sizes contradict the switches: context {self.context} with context_features "
+                             f"{self.context_features}, top_similarities {self.top_similarities} with top_k {self.top_k}")
+        return self
 
 
 class MLP(nn.Sequential):

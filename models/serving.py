@@ -16,15 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dmf_features.features.kernels.similarity import FeatureShape, similarity_features
 from models.batch import TARGET_VECTOR_MODALITY, CTRBatch
-from models.data import ItemVectorTable, Vocabulary
+from models.data import ItemVectorTable, Vocabulary, similarity_tensors
 from models.dmf import DMF, DMFEarlyFusion, similarity_inputs
-
-
-def bucket_of(sims: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Each similarity's bucket as `dmf_features.features.kernels.similarity.bucket_of` writes it to `samples`: how many
-    of the modality's boundaries (`bucket_edges` in the samples commit's lineage) are at or below it."""
-    return torch.bucketize(sims, edges, right=True)
 
 
 @dataclass
@@ -62,26 +57,18 @@ class RequestFeatures:
     sim_top: dict[str, torch.Tensor]  # m -> [N, 1 + K]: log(1 + unmasked positions), K largest similarities
 
 
-def request_features(history: Items, candidates: Items, edges: dict[str, torch.Tensor],
+def request_features(history: Items, candidates: Items, edges: Mapping[str, np.ndarray],
                      history_length: int, top_k: int = 0) -> RequestFeatures:
     """What `samples` holds for each candidate as the target, from one [N, D] x [D, L_long] product
-    per modality of `edges` (m -> its B - 1 bucket boundaries): similarity and bucket of each of the
-    first `history_length` history items, and the similarity histogram of the whole history."""
-    sims, bucket_ids, histograms, top = {}, {}, {}, {}
+    per modality of `edges` (m -> its B - 1 bucket boundaries), through the feature job's own
+    definition (`similarity_features`) and the training batches' conversion (`similarity_tensors`)."""
+    features = {}
     for modality, boundaries in edges.items():
-        buckets = len(boundaries) + 1
-        valid = candidates.present[modality][:, None] & history.present[modality][None, :]
-        matrix = torch.where(valid, candidates.vectors[modality] @ history.vectors[modality].T, 0.0)
-        slot = torch.where(valid, bucket_of(matrix, boundaries), buckets)  # slot `buckets` collects the masked
-        counts = torch.zeros(len(slot), buckets + 1).scatter_add_(1, slot, torch.ones_like(matrix))[:, :buckets]
-        sims[modality] = matrix[:, :history_length]
-        bucket_ids[modality] = slot[:, :history_length].masked_fill(~valid[:, :history_length], -1)
-        histograms[modality] = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
-        largest = torch.where(valid, matrix, float("-inf")).topk(min(top_k, matrix.shape[1]), dim=-1).values
-        largest = torch.nn.functional.pad(largest, (0, top_k - largest.shape[1]), value=float("-inf"))
-        top[modality] = torch.cat([torch.log1p(counts.sum(dim=-1, keepdim=True)),
-                                   largest.masked_fill(torch.isinf(largest), 0.0)], dim=-1)
-    return RequestFeatures(sims, bucket_ids, histograms, top)
+        valid = (candidates.present[modality][:, None] & history.present[modality][None, :]).numpy()
+        sims = (candidates.vectors[modality] @ history.vectors[modality].T).numpy()
+        shape = FeatureShape(history_length, sims.shape[1], len(boundaries) + 1, top_k)
+        features[modality], _ = similarity_features(sims, valid, boundaries, shape)
+    return RequestFeatures(**similarity_tensors(features))
 
 
 def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int,
@@ -105,7 +92,7 @@ class _Scorer:
         if missing or wrong:
             raise ValueError(f"the model needs {model.cfg.buckets - 1} bucket edges for each of "
                              f"{list(model.cfg.modalities)}; missing: {missing}, wrong length: {wrong}")
-        self.edges = {m: torch.as_tensor(bucket_edges[m], dtype=torch.float32) for m in model.cfg.modalities}
+        self.edges = {m: np.asarray(bucket_edges[m], np.float32) for m in model.cfg.modalities}
 
     @torch.inference_mode()
     def item_terms(self, vectors: torch.Tensor) -> torch.Tensor | None:

@@ -1,12 +1,17 @@
 """MLflow for training runs: resolved settings as params, lineage as tags, per-epoch and final
 metrics, system metrics, ROC and calibration plots, a results table, and the model (a pyfunc over
-`samples` rows, with signature and input example) registered under the spec's name."""
+`samples` rows, with signature and input example) registered under the spec's name.
+
+A logged model is data, not pickled code: its weights (a state dict) and the JSON of its kind and
+`ModelConfig`, so that moving or renaming a module cannot break a registered model and loading
+unpickles nothing but tensors. The pyfunc wrapper, `SamplesModel`, holds no state; MLflow pickles it
+by reference, so a server imports it (and the model classes) from the installed project."""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from models.config import ModelSpec
+from dmf_features.schemas import Lineage
+from models.config import MODEL_CLASSES, ModelSpec
 from models.data import ItemVectorTable, Vocabulary, sample_columns, to_batch
+from models.layers import ModelConfig
 from models.prior_stats import PriorStats
 from models.train import Predictions
 
@@ -62,16 +69,16 @@ class Tracker:
 class RunLogger:
     run_id: str
 
-    def log_setup(self, spec: ModelSpec, seed: int, lineage: dict, samples_version: int,
+    def log_setup(self, spec: ModelSpec, seed: int, lineage: Lineage, samples_version: int,
                   embeddings_version: int, folds: list[str]) -> None:
         params = {**_flatten(spec.model_dump(mode="json")), "seed": seed,
                   **{f"protocol.fold{i}": f for i, f in enumerate(folds, 1)},
-                  **_flatten({"features": lineage.get("features", {})})}
+                  **_flatten({"features": lineage.features})}
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.set_tags({
             "lineage.samples_version": samples_version, "lineage.item_embeddings_version": embeddings_version,
-            "lineage.events_version": lineage.get("events_version"),
-            **{f"lineage.item_vectors.{m}": v for m, v in lineage.get("item_vectors", {}).items()},
+            "lineage.events_version": lineage.events_version,
+            **{f"lineage.item_vectors.{m}": v for m, v in lineage.item_vectors.items()},
         })
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -92,47 +99,76 @@ class RunLogger:
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
     def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
-                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: dict,
+                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: Lineage,
                   prior_stats: PriorStats | None = None) -> None:
-        """The model, its vocabulary and item vectors, what a server needs to bucket similarities
+        """The model (`save_model`), its vocabulary and item vectors, what a server needs to bucket similarities
         as the training samples were (meta.json: bucket edges, history length, item-vector versions),
-        and for a model with context features the users' and items' statistics (prior_stats.npz)."""
+        and for a model with context features the users' and items' statistics (prior_stats.npz).
+        The signature asks for `request_columns` only: what a server has for a request."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            torch.save(model, folder / "model.pt")
+            save_model(model, folder)
             np.save(folder / "vocabulary.npy", vocabulary.ids)
             if prior_stats is not None:
                 prior_stats.save(folder / "prior_stats.npz")
             if vectors is not None:
                 np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
             (folder / "meta.json").write_text(json.dumps({
-                "modalities": list(spec.architecture.modalities), "buckets": lineage["features"]["buckets"],
-                "bucket_edges": lineage.get("bucket_edges"), "history_length": lineage["features"]["history_length"],
-                "item_embeddings_version": lineage["item_embeddings_version"], "item_vectors": lineage["item_vectors"],
+                "modalities": list(spec.architecture.modalities), "buckets": lineage.buckets,
+                "bucket_edges": lineage.bucket_edges, "history_length": lineage.history_length,
+                "item_embeddings_version": lineage.item_embeddings_version, "item_vectors": lineage.item_vectors,
                 "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
-            frame = _widened(example)
+            frame = _widened(example.select(request_columns(spec.architecture.modalities, prior_stats is not None)))
             wrapper = SamplesModel()
             wrapper.load_context_from(folder)
             signature = mlflow.models.infer_signature(frame, wrapper.predict(None, frame))
+            # no code_paths: a copy of models/ would shadow the installed package in a server while the
+            # dmf_features it imports stays the installed one, and the saved model needs no particular code
             mlflow.pyfunc.log_model(
                 name="model", python_model=SamplesModel(), artifacts={"folder": str(folder)},
-                signature=signature, input_example=frame, registered_model_name=spec.name,
-                code_paths=[str(Path(__file__).resolve().parent)])
+                signature=signature, input_example=frame, registered_model_name=spec.name)
+
+
+def save_model(model: torch.nn.Module, folder: Path) -> None:
+    """weights.pt (the state dict) and model.json (the model's kind and config): what `load_model` builds it from."""
+    kind = {cls: kind for kind, cls in MODEL_CLASSES.items()}[type(model)]
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "model.json").write_text(json.dumps({"kind": kind, "config": model.cfg.model_dump(mode="json")}))
+
+
+def load_model(folder: Path) -> torch.nn.Module:
+    """The model `save_model` wrote, in eval mode: its class built from the config, then the weights
+    loaded with `weights_only`, so no pickled code runs."""
+    if not (folder / "model.json").exists():
+        raise LookupError(f"{folder} holds no model.json: a model logged by an earlier version (a pickled module); "
+                          "train it again")
+    saved = json.loads((folder / "model.json").read_text())
+    model = MODEL_CLASSES[saved["kind"]](ModelConfig.model_validate(saved["config"]))
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    return model.eval()
+
+
+def request_columns(modalities: Sequence[str], context: bool) -> list[str]:
+    """The columns of `samples` that scoring a row reads, all of which a server has for a request: the
+    user, their history, the candidate and its similarity features; the request's time only for a model
+    with point-in-time statistics (looked up as of it). Never the label or the split."""
+    return [c for c in sample_columns(modalities) if c != "label" and (context or c != "event_time")]
 
 
 class SamplesModel(mlflow.pyfunc.PythonModel):
-    """Click probabilities for rows of `samples` (the columns `models.data.sample_columns` names)."""
+    """Click probabilities for rows of `samples`: their `request_columns`, other columns ignored."""
 
     def load_context(self, context) -> None:
         self.load_context_from(Path(context.artifacts["folder"]))
 
     def load_context_from(self, folder: Path) -> None:
-        self.model = torch.load(folder / "model.pt", weights_only=False).eval()
+        self.model = load_model(folder)
         self.vocabulary = Vocabulary(np.load(folder / "vocabulary.npy"))
         self.meta = json.loads((folder / "meta.json").read_text())
         self.modalities, self.hist_vectors = self.meta["modalities"], self.meta["hist_vectors"]
         stats_file = folder / "prior_stats.npz"
         self.prior_stats = PriorStats.load(stats_file) if stats_file.exists() else None
+        self.columns = request_columns(self.modalities, self.prior_stats is not None)
         vectors_file = folder / "vectors.npz"
         self.vectors = None
         if vectors_file.exists():
@@ -140,8 +176,8 @@ class SamplesModel(mlflow.pyfunc.PythonModel):
             self.vectors = ItemVectorTable(stored["ids"], stored["matrix"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        frame = model_input.assign(label=model_input.get("label", 0))
-        records = pa.RecordBatch.from_pandas(frame[sample_columns(self.modalities)], preserve_index=False)
+        frame = model_input[self.columns].assign(label=0)  # `to_batch` reads a label; scoring never looks at it
+        records = pa.RecordBatch.from_pandas(frame, preserve_index=False)
         batch = to_batch(records, self.vocabulary, self.modalities, self.vectors, self.hist_vectors, self.prior_stats)
         with torch.inference_mode():
             return torch.sigmoid(self.model(batch)).numpy()

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from dmf_features.infra.lake import Lake
-from dmf_features.schemas import ITEM_EMBEDDINGS, ITEMS
+from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS
 
 FOLDER = "_indexes/item_embeddings"
 _BATCH = 50_000  # vectors copied from Spark to the index at a time
@@ -43,7 +43,7 @@ def _on_gpu(index: faiss.Index) -> faiss.Index:
 def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     """Index every item's fused vector of `fused_version`; returns where it was saved."""
     rows = lake.read(spark, ITEM_EMBEDDINGS.name).where(
-        (F.col("modality") == "fused") & (F.col("encoder_version") == fused_version)
+        (F.col("modality") == FUSED) & (F.col("encoder_version") == fused_version)
     ).join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
     index: faiss.Index | None = None
     ids: list[np.ndarray] = []

@@ -12,16 +12,17 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 from pyspark import Broadcast
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
+from dmf_features.features.history_order import STREAM_ORDER, newest_first_window
 from dmf_features.features.kernels.histories import KIND_BEHAVIOUR, KIND_SAMPLE, HistoryStream, newest_first
 from dmf_features.features.kernels.negatives import ItemAvailability, draw_negatives
 from dmf_features.features.kernels.similarity import FeatureShape, modality_features
 from dmf_features.features.kernels.vectors import ModalityVectors
 from dmf_features.infra.config import BehaviourConfig, SplitConfig
-from dmf_features.schemas import MODALITIES, SAMPLES
+from dmf_features.infra.lake import spark_schema
+from dmf_features.schemas import MODALITIES, SAMPLES, feature_column
 
 # columns of a sample row before its features are attached (also the negatives UDF's output)
 SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "event_time", "event_type", "label", "is_negative",
@@ -46,8 +47,7 @@ def _split(split: SplitConfig) -> Column:
     if split.method == "temporal":
         return (F.when(F.col("event_time") < F.lit(_utc_midnight(split.valid_from)), "train")
                 .when(F.col("event_time") < F.lit(_utc_midnight(split.test_from)), "valid").otherwise("test"))
-    newest = Window.partitionBy("user_id").orderBy(F.desc("event_time"), F.desc("item_id"), F.desc("event_type"))
-    rank = F.row_number().over(newest)
+    rank = F.row_number().over(newest_first_window())
     return F.when(rank == 1, "test").when(rank == 2, "valid").otherwise("train")
 
 
@@ -121,12 +121,12 @@ def with_features(
           for c in ("sample_id", "event_time", "label", "is_negative", "split", "split_rule", "date")])
     stream = (sample_rows.unionByName(behaviour_rows)
               .repartition(partitions, "user_id")
-              .sortWithinPartitions("user_id", "micros", "kind", "item_id", "event_type"))
-    return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape, edges), SAMPLES.schema)
+              .sortWithinPartitions(*STREAM_ORDER))
+    return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape, edges), spark_schema(SAMPLES))
 
 
 def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.ndarray]):
-    schema: StructType = SAMPLES.schema
+    names = SAMPLES.columns
 
     def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stream = HistoryStream(shape.long_history_length)
@@ -151,11 +151,10 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
             for modality in MODALITIES:
                 found = modality_features(by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape,
                                           edges.get(modality, _NO_EDGES))
-                for name, values in found.items():
-                    columns[f"{modality}_{name}"] = _column(values)
+                for feature, values in found.items():
+                    columns[feature_column(modality, feature)] = _column(values)
             yield pa.RecordBatch.from_arrays(
-                [columns[name] if name in columns else taken.column(name) for name in schema.names],
-                names=schema.names)
+                [columns[name] if name in columns else taken.column(name) for name in names], names=list(names))
 
     return compute
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from dmf_features.features.history_order import newest_first_window
 from dmf_features.features.item_vectors import load_item_vectors
 from dmf_features.features.kernels.similarity import FeatureShape, bucket_edges
 from dmf_features.features.samples import (
@@ -33,7 +34,7 @@ from dmf_features.infra.dates import DateScope
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
 from dmf_features.infra.spark import session_conf
-from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES
+from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES, Lineage
 
 
 class FeaturesError(RuntimeError):
@@ -74,7 +75,7 @@ class FeaturesReport:
 
 def encoder_versions(cfg: EmbeddingConfig) -> dict[str, str]:
     """The item_embeddings version of each modality the configured encoders produce."""
-    from dmf_features.embedding.stage import FUSED, fused_version, plans
+    from dmf_features.embedding.stage import fused_version, plans
 
     plan_list = plans(cfg)
     versions = {p.modality: p.version for p in plan_list}
@@ -106,10 +107,9 @@ def build_features(
     vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
     events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
-    lineage = {"events_version": lake.version(EVENTS.name), "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name),
-               "item_vectors": report.versions, "scope": str(scope),
-               "features": features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
-               "bucket_edges": {m: edge.tolist() for m, edge in edges.items()}}
+    lineage = Lineage(lake.version(EVENTS.name), lake.version(ITEM_EMBEDDINGS.name), report.versions, str(scope),
+                      features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
+                      {m: edge.tolist() for m, edge in edges.items()})
     try:
         _build(spark, cfg, lake, scope, events, vectors, edges, report, lineage, progress)
     finally:
@@ -119,7 +119,7 @@ def build_features(
 
 
 def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
-           edges: dict, report: FeaturesReport, lineage: dict, progress: Callable[[str], None]) -> None:
+           edges: dict, report: FeaturesReport, lineage: Lineage, progress: Callable[[str], None]) -> None:
     features = cfg.features
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
     if features.negatives.ratio:
@@ -173,19 +173,19 @@ def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: Date
     first_day = scope.date or scope.since
     users = samples.select("user_id").distinct()
     mine = behaviours.join(users, "user_id", "left_semi")
-    newest = Window.partitionBy("user_id").orderBy(F.desc("micros"), F.desc("item_id"), F.desc("event_type"))
+    newest = newest_first_window()
     earlier = (mine.where(F.col("date") < F.lit(first_day))
                .withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_length).drop("rank"))
     return earlier.unionByName(mine.where(scope.condition(F.col("date"))))
 
 
 def _merge_user_sequences(
-    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors, lineage: dict,
+    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors, lineage: Lineage,
     progress: Callable[[str], None],
 ) -> CommitResult:
     behaviours = behaviour_events(events, cfg.features.behaviour)
     as_of = events.agg(F.max("event_time")).first()[0]
-    missing = lake.missing_columns(USER_SEQUENCES.name, USER_SEQUENCES.schema.names)
+    missing = lake.missing_columns(USER_SEQUENCES.name, USER_SEQUENCES.columns)
     if missing:  # written by an earlier version: every row needs the new columns, not only the changed users'
         progress(f"user_sequences lacks the columns {missing} of this version: rebuilding it for every user")
     else:

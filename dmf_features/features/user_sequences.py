@@ -16,11 +16,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from dmf_features.features.history_order import newest_first_window
 from dmf_features.features.kernels.vectors import ModalityVectors
-from dmf_features.schemas import MODALITIES, USER_SEQUENCES
+from dmf_features.infra.lake import spark_schema
+from dmf_features.schemas import MODALITIES, USER_SEQUENCES, vectors_column
 
 
 def user_sequence_rows(
@@ -28,7 +30,7 @@ def user_sequence_rows(
     stored: Sequence[str], as_of: dt.datetime,
 ) -> DataFrame:
     """One `user_sequences` row per user in `behaviours` (user_id, item_id, event_time, event_type)."""
-    newest = Window.partitionBy("user_id").orderBy(F.desc("event_time"), F.desc("item_id"), F.desc("event_type"))
+    newest = newest_first_window()
     latest = behaviours.withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_history_length)
     grouped = latest.groupBy("user_id").agg(
         F.sort_array(F.collect_list(F.struct("event_time", "item_id", "event_type")), asc=False).alias("long"))
@@ -48,12 +50,12 @@ def user_sequence_rows(
             columns = {}
             for modality in MODALITIES:
                 source = by_modality.get(modality) if modality in stored else None
-                columns[f"{modality}_vectors"] = _vector_lists(ids, source)
+                columns[vectors_column(modality)] = _vector_lists(ids, source)
             yield pa.RecordBatch.from_arrays(
-                [columns[name] if name in columns else batch.column(name) for name in USER_SEQUENCES.schema.names],
-                names=USER_SEQUENCES.schema.names)
+                [columns[name] if name in columns else batch.column(name) for name in USER_SEQUENCES.columns],
+                names=USER_SEQUENCES.columns)
 
-    return rows.mapInArrow(attach, USER_SEQUENCES.schema)
+    return rows.mapInArrow(attach, spark_schema(USER_SEQUENCES))
 
 
 def _vector_lists(ids: pa.ListArray, vectors: ModalityVectors | None) -> pa.Array:

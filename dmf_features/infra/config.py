@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dmf_features.embedding.encoders.registry import ENCODER_KINDS, encoder_kind, kinds_for
+from dmf_features.schemas import MODALITIES, Modality
 from models.protocol import EvaluationConfig
 
 
@@ -123,12 +125,18 @@ class IngestConfig(_Section):
 
 
 class EncoderConfig(_Section):
-    """One pretrained encoder: `minilm` (text), `efficientnet-lite0` (image), or `clip-text` /
-    `clip-image` with `path` a local CLIP folder or a Hugging Face id (already in the local cache)."""
+    """One pretrained encoder, a kind of `dmf_features/embedding/encoders/registry.py`; `path` a local
+    model folder or a Hugging Face id (already in the local cache) where the kind ships no weights."""
 
-    kind: Literal["minilm", "efficientnet-lite0", "clip-text", "clip-image"]
+    kind: str = Field(description="an encoder kind: " + ", ".join(ENCODER_KINDS))
     path: str | None = Field(None, description="model folder or Hugging Face id; default: the shipped weights")
     max_tokens: int = Field(128, ge=8, description="text encoders truncate longer titles")
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> EncoderConfig:
+        if encoder_kind(self.kind).needs_path and not self.path:
+            raise ValueError(f"{self.kind} needs a path: a model folder or a Hugging Face id")
+        return self
 
 
 class EmbeddingConfig(_Section):
@@ -145,14 +153,11 @@ class EmbeddingConfig(_Section):
     def _encoders_fit_their_modality(self) -> EmbeddingConfig:
         if self.text is None and self.image is None:
             raise ValueError("configure at least one of embedding.text and embedding.image")
-        for modality, kinds in _ENCODER_KINDS.items():
-            encoder = getattr(self, modality)
+        for modality in ("text", "image"):
+            encoder, kinds = getattr(self, modality), kinds_for(modality)
             if encoder is not None and encoder.kind not in kinds:
                 raise ValueError(f"{modality}: {encoder.kind!r} is not a {modality} encoder (use one of {kinds})")
         return self
-
-
-_ENCODER_KINDS = {"text": ("minilm", "clip-text"), "image": ("efficientnet-lite0", "clip-image")}
 
 
 class BehaviourConfig(_Section):
@@ -207,10 +212,10 @@ class FeaturesConfig(_Section):
     top_k: int = Field(10, ge=1, description="K: most similar long-history items kept per sample")
     split: SplitConfig = SplitConfig(method="leave_last_out")
     negatives: NegativesConfig = NegativesConfig()
-    sequence_vectors: list[Literal["text", "image", "fused"]] = Field(
-        default_factory=lambda: ["text", "image", "fused"],
+    sequence_vectors: list[Modality] = Field(
+        default_factory=lambda: list(MODALITIES),
         description="modalities whose vectors user_sequences stores beside the history ids")
-    encoder_versions: dict[Literal["text", "image", "fused"], str] | None = Field(
+    encoder_versions: dict[Modality, str] | None = Field(
         None, description="item_embeddings versions to read per modality (a modality left out is masked); "
                           "default: the versions the configured encoders produce")
     batch_rows: int = Field(4096, ge=64, description="rows per Arrow batch in the feature UDF (bounds memory)")

@@ -20,7 +20,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from dmf_features.infra.config import LakeConfig
+from dmf_features.schemas import LINEAGE_KEY, Lineage, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,24 @@ class CommitResult:
     @property
     def committed(self) -> bool:
         return self.version is not None
+
+
+@dataclass(frozen=True)
+class _Commit:
+    """One Delta transaction to make: the files it adds and removes, and what it records about itself."""
+
+    table: str
+    operation: str
+    adds: list[AddAction]
+    schema: StructType  # of the rows written: creates the table on its first commit
+    partition_by: Sequence[str]
+    mode: WriteMode = "append"
+    removes: Sequence[RemoveAction] = ()
+    replace_partitions: list[PartitionFilter] | None = None
+    txns: list[Transaction] | None = None  # an idempotent batch's application transaction
+    description: str | None = None
+    read_version: int | None = None  # a merge: the version it read (recorded, and a conflict if another landed)
+    lineage: Lineage | None = None
 
 
 @dataclass
@@ -192,13 +211,13 @@ class Lake:
         batch_id: str | None = None,
         schema_mode: SchemaMode = "enforce",
         description: str | None = None,
-        lineage: Mapping[str, Any] | None = None,
+        lineage: Lineage | None = None,
     ) -> CommitResult:
         """Append, overwrite, or (with `replace_partitions`) overwrite only the matching partitions.
 
         `batch_id` makes the write idempotent: a batch already committed (a retried job) is skipped,
         using Delta's own application-transaction record (`txn`), which every Delta reader keeps.
-        `lineage` goes into the commit's metadata as `dmf.lineage` (what the rows were built from).
+        `lineage` goes into the commit's metadata (`schemas.LINEAGE_KEY`): what the rows were built from.
         """
         if replace_partitions is not None and mode != "overwrite":
             raise LakeError("replace_partitions goes with mode='overwrite'")
@@ -212,17 +231,17 @@ class Lake:
         if replace_partitions:
             _check_within(written.adds, df.schema, replace_partitions, table)
 
-        def commit(snapshot: DeltaTable | None) -> int:
+        def commit(snapshot: DeltaTable | None) -> int | None:
             if app_id and snapshot is not None and snapshot.transaction_version(app_id) is not None:
-                return -1
-            txns = [Transaction(app_id, 0)] if app_id else None
-            return self._commit(
-                table, snapshot, written.adds, [], mode, df.schema, partition_by,
-                list(replace_partitions or []) or None, operation, txns, description, lineage=lineage,
-            )
+                return None
+            return self._commit(snapshot, _Commit(
+                table, operation, written.adds, df.schema, partition_by, mode=mode,
+                replace_partitions=list(replace_partitions or []) or None,
+                txns=[Transaction(app_id, 0)] if app_id else None, description=description, lineage=lineage,
+            ))
 
         version = self._with_retries(table, commit)
-        if version == -1:
+        if version is None:
             return CommitResult(table, None, operation, skipped_reason=f"batch {batch_id!r} already committed")
         return CommitResult(table, version, operation, len(written.adds), 0, written.rows)
 
@@ -236,7 +255,7 @@ class Lake:
         partition_by: Sequence[str] = (),
         schema_mode: SchemaMode = "enforce",
         description: str | None = None,
-        lineage: Mapping[str, Any] | None = None,
+        lineage: Lineage | None = None,
     ) -> CommitResult:
         """Upsert `df` on `keys`: new keys are inserted; matched rows are replaced when any column
         differs (`update`) or kept as they are (`ignore`). Unchanged rows cause no commit at all.
@@ -252,7 +271,7 @@ class Lake:
         columns = df.columns
         outcome: dict[str, Any] = {}
 
-        def attempt(snapshot: DeltaTable | None) -> int:
+        def attempt(snapshot: DeltaTable | None) -> int | None:
             assert snapshot is not None
             target = self._read_snapshot(spark, table, snapshot, with_file_column=True)
             changed = _changed_rows(df, target, keys, columns, when_matched).persist()
@@ -262,7 +281,7 @@ class Lake:
                 touched = {r[_FILE_COLUMN] for r in counts if r[_FILE_COLUMN] is not None}
                 outcome.update(rows_changed=n_changed, files_added=0, files_removed=len(touched), rows_written=0)
                 if n_changed == 0:
-                    return -1
+                    return None
                 kept = target.where(F.col(_FILE_COLUMN).isin(list(touched))).join(
                     changed.select(*keys), keys, "left_anti"
                 ) if touched else None
@@ -274,13 +293,13 @@ class Lake:
                 changed.unpersist()
             removes = _remove_actions(snapshot, touched)
             outcome.update(files_added=len(written.adds), rows_written=written.rows)
-            return self._commit(
-                table, snapshot, written.adds, removes, "append", df.schema, partition_by,
-                None, "merge", None, description, read_version=snapshot.version(), lineage=lineage,
-            )
+            return self._commit(snapshot, _Commit(
+                table, "merge", written.adds, df.schema, partition_by, removes=removes,
+                description=description, read_version=snapshot.version(), lineage=lineage,
+            ))
 
-        version = self._with_retries(table, attempt, recompute=True)
-        if version == -1:
+        version = self._with_retries(table, attempt)
+        if version is None:
             return CommitResult(table, None, "merge", rows_changed=0, skipped_reason="no row changed")
         return CommitResult(
             table, version, "merge", outcome["files_added"], outcome["files_removed"],
@@ -379,46 +398,34 @@ class Lake:
             ))
         return _WrittenFiles(adds)
 
-    def _commit(
-        self,
-        table: str,
-        snapshot: DeltaTable | None,
-        adds: list[AddAction],
-        removes: list[RemoveAction],
-        mode: str,
-        spark_schema: StructType,
-        partition_by: Sequence[str],
-        partition_filters: list[PartitionFilter] | None,
-        operation: str,
-        txns: list[Transaction] | None,
-        description: str | None,
-        read_version: int | None = None,
-        lineage: Mapping[str, Any] | None = None,
-    ) -> int:
-        metadata = {"dmf.operation": operation, "dmf.rows": sum(json.loads(a.stats)["numRecords"] for a in adds)}
-        if lineage:
-            metadata["dmf.lineage"] = json.dumps(dict(lineage), sort_keys=True, default=str)
-        if read_version is not None:
-            metadata["dmf.readVersion"] = read_version
+    def _commit(self, snapshot: DeltaTable | None, commit: _Commit) -> int:
+        """Make `commit` one Delta transaction on `snapshot` (None: create the table); the new version."""
+        metadata = {"dmf.operation": commit.operation, "dmf.rows": sum(json.loads(a.stats)["numRecords"] for a in commit.adds)}
+        if commit.lineage:
+            metadata[LINEAGE_KEY] = commit.lineage.to_json()
+        if commit.read_version is not None:
+            metadata["dmf.readVersion"] = commit.read_version
         # delta-rs may rebase a blind append onto a newer version by itself; a merge (which read the
         # table) or an idempotent batch must instead see the newer snapshot, so the caller retries.
-        retries = 0 if (removes or txns) else None
-        props = CommitProperties(custom_metadata=metadata, app_transactions=txns, max_commit_retries=retries)
+        retries = 0 if (commit.removes or commit.txns) else None
+        props = CommitProperties(custom_metadata=metadata, app_transactions=commit.txns, max_commit_retries=retries)
+        partition_by = list(commit.partition_by) or None
         if snapshot is None:
             create_table_with_add_actions(
-                self.uri(table), DeltaSchema.from_arrow(_spark_to_arrow(spark_schema)), adds, mode="error",
-                partition_by=list(partition_by) or None, description=description,
+                self.uri(commit.table), DeltaSchema.from_arrow(_spark_to_arrow(commit.schema)), commit.adds, mode="error",
+                partition_by=partition_by, description=commit.description,
                 storage_options=self.storage_options, commit_properties=props,
             )
         else:
             snapshot.create_write_transaction(
-                [*adds, *removes], mode, schema=snapshot.schema(), partition_by=list(partition_by) or None,
-                partition_filters=_delta_filters(partition_filters), commit_properties=props,
+                [*commit.adds, *commit.removes], commit.mode, schema=snapshot.schema(), partition_by=partition_by,
+                partition_filters=_delta_filters(commit.replace_partitions), commit_properties=props,
             )
-        return self.delta(table).version()
+        return self.delta(commit.table).version()
 
-    def _with_retries(self, table: str, attempt: Callable[[DeltaTable | None], int], recompute: bool = False) -> int:
-        """Run `attempt` on a fresh snapshot; when another writer committed first, back off and retry."""
+    def _with_retries(self, table: str, attempt: Callable[[DeltaTable | None], int | None]) -> int | None:
+        """Run `attempt` on a fresh snapshot (it returns the version it committed, or None when there
+        was nothing to commit); when another writer committed first, back off and retry."""
         for n in range(self.commit_retries + 1):
             snapshot = self.delta(table) if self.exists(table) else None
             try:
@@ -433,6 +440,11 @@ class Lake:
 
 
 # -------------------------------------------------------------------------------- module helpers
+def spark_schema(spec: TableSpec) -> StructType:
+    """A table's schema (declared in pyarrow by the Spark-free contract, `dmf_features.schemas`) for Spark."""
+    return from_arrow_schema(spec.schema)
+
+
 def _spark_uri(uri: str) -> str:
     """Spark's Hadoop connectors name S3 `s3a://`; delta-rs and pyarrow say `s3://`."""
     return "s3a://" + uri[5:] if uri.startswith("s3://") else uri

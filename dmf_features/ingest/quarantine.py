@@ -65,7 +65,7 @@ def quarantine_rows(classified: DataFrame, source: str, target: str) -> DataFram
     return rejected.select(
         "record_id", F.lit(source).alias("source"), "reason", "detail",
         truncated(F.col("raw")).alias("raw"), F.lit(target).alias("target"),
-    ).select(*QUARANTINE.schema.fieldNames())
+    ).select(*QUARANTINE.columns)
 
 
 _NOUNS = {"line_no": "line", "image_path": "file"}

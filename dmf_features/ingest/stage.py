@@ -114,7 +114,7 @@ def ingest(
     progress("writing items")
     commits = [lake.merge(_finish_items(items, files.name), ITEMS.name, ITEMS.keys, description="item catalogue")]
     progress("writing events")
-    event_rows = q.kept(ratings.in_scope).select(*EVENTS.schema.fieldNames()).repartition("date")
+    event_rows = q.kept(ratings.in_scope).select(*EVENTS.columns).repartition("date")
     events_commit = lake.write(
         event_rows, EVENTS.name, mode="overwrite", partition_by=EVENTS.partition_by,
         replace_partitions=scope.partitions(), description="behaviour events, one partition per day",
@@ -162,7 +162,7 @@ def _finish_items(items: DataFrame, source: str) -> DataFrame:
         "item_id", "title", "year", "genres", F.coalesce("tags", F.array().cast("array<string>")).alias("tags"),
         "image", "image_path", status.alias("image_status"), "image_sha256",
         F.sha2(content, 256).alias("content_hash"), F.lit(source).alias("source"),
-    ).select(*ITEMS.schema.fieldNames())
+    ).select(*ITEMS.columns)
 
 
 def _count(classified: q.Classified) -> InputCount:

@@ -24,7 +24,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame, SparkSession
 
 from dmf_features.infra.config import IngestConfig
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.quality.suites import suite_for
 from dmf_features.schemas import VALIDATION_RESULTS
 
@@ -117,7 +117,7 @@ def validate_tables(
     rows = [_row(run_id, checked_at, r) for r in results]
     json_path = _write_json(Path(results_dir) / f"{run_id}.json", run_id, checked_at, rows)
     commit = lake.write(
-        spark.createDataFrame([tuple(row.values()) for row in rows], VALIDATION_RESULTS.schema),
+        spark.createDataFrame([tuple(row.values()) for row in rows], spark_schema(VALIDATION_RESULTS)),
         VALIDATION_RESULTS.name,
         partition_by=list(VALIDATION_RESULTS.partition_by),
     )
@@ -246,7 +246,7 @@ def _row(run_id: str, checked_at: dt.datetime, r: ExpectationResult) -> dict[str
         "suite": r.suite, "expectation": r.expectation, "column_name": r.column_name, "success": r.success,
         "observed": r.observed, "details": r.details,
     }
-    return {name: values[name] for name in VALIDATION_RESULTS.schema.fieldNames()}
+    return {name: values[name] for name in VALIDATION_RESULTS.columns}
 
 
 def _write_json(path: Path, run_id: str, checked_at: dt.datetime, rows: list[dict[str, Any]]) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS
 
 VERSIONS = {"text": "test-text@1", "image": "test-image@1", "fused": "test-fused@1"}
@@ -53,5 +53,5 @@ def write_vectors(spark: SparkSession, lake: Lake, vectors: dict[str, tuple[np.n
         for item, vector in zip(ids.tolist(), matrix, strict=True):
             rows.append((item, modality, "test", VERSIONS[modality], f"h{item}", len(vector),
                          [float(x) for x in vector], dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
-    df = spark.createDataFrame(rows, ITEM_EMBEDDINGS.schema)
+    df = spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS))
     lake.write(df, ITEM_EMBEDDINGS.name, mode="overwrite", partition_by=ITEM_EMBEDDINGS.partition_by)

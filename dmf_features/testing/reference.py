@@ -20,7 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-ORDER = ["user_id", "event_time", "item_id", "event_type"]
+from dmf_features.schemas import FEATURES, HISTORY_ORDER, feature_column
+
+ORDER = ["user_id", *HISTORY_ORDER]  # ascending: oldest first, the reverse of a history
 
 
 def _epoch_ns(times: pd.Series) -> np.ndarray:
@@ -75,8 +77,8 @@ def reference_features(
 
     out: dict[str, list] = {c: [] for c in ["hist_len", "hist_item_ids", "hist_times", "long_len"]}
     for m in vectors:
-        for suffix in ["sim", "mask", "bucket", "hist", "hist_count", "topk_ids", "topk_sims"]:
-            out[f"{m}_{suffix}"] = []
+        for feature in FEATURES:
+            out[feature_column(m, feature)] = []
 
     depth = max(L, LL)
     for pos in ev.groupby("user_id", sort=False).indices.values():  # positions, already time-sorted
@@ -102,13 +104,13 @@ def reference_features(
                 sim[: len(short)] = s[:L]
                 bucket = np.full(L, -1, dtype=np.int32)
                 bucket[: len(short)][ms] = _bucket(s[:L][ms], edges[m])
-                out[f"{m}_sim"].append(sim)
-                out[f"{m}_mask"].append(np.pad(ms, (0, L - len(short))))
-                out[f"{m}_bucket"].append(bucket)
+                out[feature_column(m, "sim")].append(sim)
+                out[feature_column(m, "mask")].append(np.pad(ms, (0, L - len(short))))
+                out[feature_column(m, "bucket")].append(bucket)
                 count = int(ml.sum())
                 hist = np.bincount(_bucket(sl[ml], edges[m]), minlength=B).astype(np.float64)
-                out[f"{m}_hist"].append((hist / count if count else hist).astype(np.float32))
-                out[f"{m}_hist_count"].append(count)
+                out[feature_column(m, "hist")].append((hist / count if count else hist).astype(np.float32))
+                out[feature_column(m, "hist_count")].append(count)
                 # Best first; the stable sort keeps equal sims in position order = most recent first.
                 cand = np.flatnonzero(ml)
                 best = cand[np.argsort(-sl[cand], kind="stable")][:K]
@@ -116,8 +118,8 @@ def reference_features(
                 topk_ids[: len(best)] = items[long_[best]]
                 topk_sims = np.full(K, np.nan, dtype=np.float32)
                 topk_sims[: len(best)] = sl[best]
-                out[f"{m}_topk_ids"].append(topk_ids)
-                out[f"{m}_topk_sims"].append(topk_sims)
+                out[feature_column(m, "topk_ids")].append(topk_ids)
+                out[feature_column(m, "topk_sims")].append(topk_sims)
 
     base = ev[["user_id", "item_id", "event_time", "event_type", "label"]].copy()
     keys = zip(ev["user_id"], items, secs, ev["event_type"])

@@ -4,8 +4,6 @@ CLIP saved to a temp folder (no CLIP weights install offline). Nothing here touc
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,9 +168,3 @@ def test_spec_validation() -> None:
         EncoderSpec("clip-text")
     with pytest.raises(ValueError, match="positive"):
         EncoderSpec("minilm", max_tokens=0)
-
-
-def test_encoders_never_import_pyspark() -> None:
-    code = ("import sys, dmf_features.embedding.encoders.text, dmf_features.embedding.encoders.image, "
-            "dmf_features.embedding.encoders.clip; sys.exit('pyspark' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

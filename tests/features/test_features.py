@@ -105,7 +105,7 @@ def test_every_observed_sample_equals_the_single_process_reference(spark, built)
 
 def edges_of(lake: Lake) -> dict[str, np.ndarray]:
     """The bucket boundaries the build recorded in its commit (quantiles of random item pairs)."""
-    recorded = PinnedTable.open(lake.uri("samples")).lineage()["bucket_edges"]
+    recorded = PinnedTable.open(lake.uri("samples")).lineage().bucket_edges
     return {m: np.array(e, np.float32) for m, e in recorded.items()}
 
 

@@ -11,15 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from dmf_features.features.stage import build_features
-from dmf_features.infra.config import load_config
-from dmf_features.infra.lake import Lake
-from dmf_features.testing.feature_inputs import (
-    VERSIONS,
-    random_vectors,
-    write_events,
-    write_vectors,
-)
+from dmf_features.testing.feature_inputs import VERSIONS
 from models.config import load_model_spec
 from models.data import (
     ItemVectorTable,
@@ -31,49 +23,12 @@ from models.data import (
 from models.din import DINMultimodal
 from models.dmf import DMF
 from models.layers import ModelConfig
-from models.protocol import EvaluationConfig, Fold, RollingConfig
+from models.protocol import Fold
 from models.serving import DecoupledScorer, Items, request_features, request_history
 from models.splits import SampleIndex, SplitReader, training_items
+from tests.models.conftest import evaluation
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def tables(spark, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model-data")
-    path = tmp / "c.yaml"
-    path.write_text(json.dumps({
-        "spark": {"master": "local[2]", "shuffle_partitions": 2}, "lake": {"uri": str(tmp / "lake")},
-        "source": {"kind": "movielens", "movielens": {"path": str(tmp)}},
-        "features": {"history_length": 4, "long_history_length": 8, "buckets": 6, "top_k": 2,
-                     "encoder_versions": VERSIONS, "split": {"method": "leave_last_out"}},
-    }))
-    cfg = load_config(path)
-    lake = Lake(cfg.lake)
-    rng = np.random.default_rng(2)
-    events = pd.DataFrame({"user_id": rng.integers(1, 9, 150), "item_id": rng.integers(1, 30, 150),
-                           "event_time": pd.Timestamp("2024-01-01", tz="UTC")
-                           + pd.to_timedelta(rng.integers(0, 5 * 86_400, 150), unit="s"),
-                           "label": rng.integers(0, 2, 150)}).drop_duplicates(["user_id", "item_id", "event_time"])
-    vectors = random_vectors(range(1, 30), {"text": 4, "image": 3, "fused": 7}, missing={"image": {1, 2, 3}})
-    write_events(spark, lake, events)
-    write_vectors(spark, lake, vectors)
-    build_features(spark, cfg, lake, progress=lambda _: None)
-    spark_rows = lake.read(spark, "samples").toPandas().set_index("sample_id")
-    return lake, spark_rows, vectors
-
-
-TINY_PROTOCOL = EvaluationConfig(rolling=RollingConfig(boundaries=(0.5, 0.7, 0.85), min_test_users=2),
-                                 bootstrap_resamples=50)
-
-
-def evaluation(lake, directory=None):
-    from models.experiment import DataSource, Evaluation
-
-    root = directory or lake
-    return Evaluation(DataSource(str(root / "samples") if directory else lake.uri("samples"),
-                                 str(root / "item_embeddings") if directory else lake.uri("item_embeddings"),
-                                 evaluation=TINY_PROTOCOL), progress=lambda _: None)
 
 
 def first_fold(spark_rows) -> tuple[Fold, pd.DataFrame]:
@@ -88,10 +43,10 @@ def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
     lake, spark_rows, vectors = tables
     samples = PinnedTable.open(lake.uri("samples"))
     lineage = samples.lineage()
-    assert lineage["item_vectors"] == VERSIONS and lineage["events_version"] == 0
-    assert lineage["features"]["history_length"] == 4
-    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings"), lineage["item_embeddings_version"]),
-                                 "fused", lineage["item_vectors"]["fused"])
+    assert lineage.item_vectors == VERSIONS and lineage.events_version == 0
+    assert lineage.history_length == 4
+    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings"), lineage.item_embeddings_version),
+                                 "fused", lineage.item_vectors["fused"])
     np.testing.assert_array_equal(fused.ids, vectors["fused"][0])
     vocabulary = Vocabulary(np.array([5, 6, 7]))
     seen = 0
@@ -247,15 +202,15 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
     lake, spark_rows, _ = tables
     samples = PinnedTable.open(lake.uri("samples"))
     lineage = samples.lineage()
-    embeddings = PinnedTable.open(lake.uri("item_embeddings"), lineage["item_embeddings_version"])
-    catalog = {m: ItemVectorTable.load(embeddings, m, v) for m, v in lineage["item_vectors"].items()}
+    embeddings = PinnedTable.open(lake.uri("item_embeddings"), lineage.item_embeddings_version)
+    catalog = {m: ItemVectorTable.load(embeddings, m, v) for m, v in lineage.item_vectors.items()}
     sequences = PinnedTable.open(lake.uri("user_sequences"))
     rows = pa.Table.from_batches(list(sequences.batches(["user_id", "last_event_time", "long_hist_item_ids"], 64)))
-    vocabulary, length = Vocabulary(np.arange(1, 30)), lineage["features"]["history_length"]
+    vocabulary, length = Vocabulary(np.arange(1, 30)), lineage.history_length
     torch.manual_seed(0)
     model = DMF(ModelConfig(vocab_size=len(vocabulary), vector_dim=catalog["fused"].dim,
-                            buckets=lineage["features"]["buckets"])).eval()
-    scorer = DecoupledScorer(model, lineage["bucket_edges"], length)
+                            buckets=lineage.buckets)).eval()
+    scorer = DecoupledScorer(model, lineage.bucket_edges, length)
     checked = 0
     for row in rows.to_pylist():
         newest = pd.Timestamp(row["last_event_time"]).tz_convert(None)
@@ -264,7 +219,7 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
             continue
         history = request_history(row, vocabulary, catalog)
         candidates = Items.from_catalog(later.item_id.to_numpy(), vocabulary, catalog)
-        features = request_features(history, candidates, scorer.edges, length, lineage["features"]["top_k"])
+        features = request_features(history, candidates, scorer.edges, length, lineage.top_k)
         for m in ("text", "image", "fused"):
             short = later.hist_len.max()
             np.testing.assert_array_equal(features.buckets[m].numpy(), np.stack(later[f"{m}_bucket"])[:, :short])

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from dmf_features.features.kernels.similarity import bucket_edges
-from dmf_features.features.kernels.similarity import bucket_of as written_bucket
+from dmf_features.features.kernels.similarity import bucket_of
 from models.batch import CTRBatch
 from models.din import DIN, DINMultimodal, ModalityCentric
 from models.dmf import DMF, DMFEarlyFusion
@@ -18,28 +16,28 @@ from models.serving import (
     DecoupledScorer,
     EarlyFusionScorer,
     Items,
-    bucket_of,
     request_features,
     training_batch,
 )
 
 MODALITIES = ("text", "image", "fused")
-CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8,
-                  attention_dim=8, mlp=(16,), context_features=4, target_content=True, top_k=3)
+CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8, attention_dim=8,
+                  mlp=(16,), context=True, context_features=4, target_content=True, top_similarities=True, top_k=3)
 VARIANTS = {
     "din": (DIN, {}), "din_multimodal": (DINMultimodal, {}), "modality_centric": (ModalityCentric, {}),
     "dmf_gate": (DMF, {}), "dmf_concat": (DMF, {"fusion": "concat"}), "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
     "dmf_no_buckets": (DMF, {"use_buckets": False}), "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
     "dmf_early_fusion": (DMFEarlyFusion, {}),
-    "dmf_ids_only": (DMF, {"context_features": 0, "target_content": False, "top_k": 0}),
-    "din_no_context": (DIN, {"context_features": 0}),
+    "dmf_ids_only": (DMF, {"context": False, "context_features": 0, "target_content": False, "top_similarities": False,
+                           "top_k": 0}),
+    "din_no_context": (DIN, {"context": False, "context_features": 0}),
 }
 
 
 def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     cls, changes = VARIANTS[name]
-    return cls(dataclasses.replace(CFG, **changes)).eval()
+    return cls(ModelConfig.model_validate({**CFG.model_dump(), **changes})).eval()
 
 
 def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
@@ -131,23 +129,14 @@ def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     # the histograms count the whole (long) history of 6 items, as `samples` does
     full = candidates.vectors["text"] @ history.vectors["text"].T
     valid = candidates.present["text"][:, None] & history.present["text"][None, :]
-    counts = torch.stack([torch.bincount(bucket_of(row[ok], serving.edges["text"]), minlength=CFG.buckets)
-                          for row, ok in zip(full, valid, strict=True)]).float()
+    counts = torch.stack([torch.bincount(torch.from_numpy(bucket_of(row[ok].numpy(), serving.edges["text"])),
+                                         minlength=CFG.buckets) for row, ok in zip(full, valid, strict=True)]).float()
     torch.testing.assert_close(features.sim_hist["text"], counts / counts.sum(1, keepdim=True).clamp(min=1))
     if model.cfg.top_k:  # the count and the K largest similarities, 0 past the real ones
         torch.testing.assert_close(features.sim_top["text"][:, 0], torch.log1p(valid.sum(1).float()))
         largest = [torch.sort(row[ok], descending=True).values[:model.cfg.top_k] for row, ok in zip(full, valid, strict=True)]
         expected = torch.stack([torch.nn.functional.pad(v, (0, model.cfg.top_k - len(v))) for v in largest])
         torch.testing.assert_close(features.sim_top["text"][:, 1:], expected)
-
-
-@pytest.mark.parametrize("method", ["quantile", "equal_width"])
-def test_serving_buckets_are_the_ones_the_feature_job_writes(method):
-    vectors = torch.nn.functional.normalize(torch.randn(500, 8, generator=torch.Generator().manual_seed(0)), dim=1)
-    edges = bucket_edges(vectors.numpy(), 7, method)
-    sims = np.r_[np.linspace(-1, 1, 201, dtype=np.float32), edges, (vectors[:50] @ vectors[50:100].T).numpy().ravel()]
-    np.testing.assert_array_equal(bucket_of(torch.from_numpy(sims), torch.from_numpy(edges)).numpy(),
-                                  written_bucket(sims, edges))
 
 
 def test_a_scorer_refuses_bucket_edges_that_do_not_fit_the_model():

@@ -9,6 +9,7 @@ import pytest
 
 from dmf_features import schemas
 from dmf_features.infra.config import IngestConfig
+from dmf_features.infra.lake import spark_schema
 from dmf_features.quality import validate_tables
 from dmf_features.quality.runner import MISSING_TABLE
 
@@ -41,8 +42,8 @@ def event_rows(n: int = 40) -> list[tuple]:
 
 
 def write_tables(spark, lake, items: list[tuple], events: list[tuple]) -> None:
-    lake.write(spark.createDataFrame(items, schemas.ITEMS.schema), "items")
-    lake.write(spark.createDataFrame(events, schemas.EVENTS.schema), "events", partition_by=["date"])
+    lake.write(spark.createDataFrame(items, spark_schema(schemas.ITEMS)), "items")
+    lake.write(spark.createDataFrame(events, spark_schema(schemas.EVENTS)), "events", partition_by=["date"])
 
 
 def test_clean_tables_pass_and_every_result_is_kept(spark, lake, tmp_path):

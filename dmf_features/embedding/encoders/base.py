@@ -7,19 +7,18 @@ A worker process calls `load_encoder` once per batch; the cache makes that load 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-Modality = Literal["text", "image"]
-EncoderKind = Literal["minilm", "efficientnet-lite0", "clip-text", "clip-image"]
-_KINDS: tuple[str, ...] = ("minilm", "efficientnet-lite0", "clip-text", "clip-image")
+from .registry import EncoderModality, encoder_kind
 
 # Files fetched for a Hugging Face id: configs, tokenizer files and safetensors weights only, so that a
 # repository's TensorFlow / Flax / ONNX copies of the same weights are never downloaded.
@@ -36,15 +35,13 @@ class EncoderSpec:
     allocate activations for all rows at once.
     """
 
-    kind: EncoderKind
+    kind: str  # a name in `registry.ENCODER_KINDS`
     path: str | None = None
     max_tokens: int = 128
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"encoder kind {self.kind!r} is unknown; use one of {', '.join(_KINDS)}")
-        if self.kind.startswith("clip") and not self.path:
+        if encoder_kind(self.kind).needs_path and not self.path:
             raise ValueError(f"{self.kind} needs a path: a CLIP model folder or a Hugging Face id")
         if self.max_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_tokens and batch_size must be positive")
@@ -58,12 +55,12 @@ class Encoder(ABC):
     """
 
     name: str
-    modality: Modality
+    modality: EncoderModality
     dim: int
     version: str
     device: torch.device
 
-    def __init__(self, *, name: str, modality: Modality, dim: int, weights_sha256: str,
+    def __init__(self, *, name: str, modality: EncoderModality, dim: int, weights_sha256: str,
                  device: torch.device, batch_size: int) -> None:
         self.name = name
         self.modality = modality
@@ -141,18 +138,7 @@ def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
 
 def _build(spec: EncoderSpec, device: torch.device) -> Encoder:
     # Imported here: each module pulls in its own heavy dependencies (transformers, the EfficientNet code).
-    if spec.kind == "minilm":
-        from .text import TransformersTextEncoder
-
-        return TransformersTextEncoder(spec.path, device=device, max_tokens=spec.max_tokens,
-                                       batch_size=spec.batch_size)
-    if spec.kind == "efficientnet-lite0":
-        from .image import EfficientNetLiteEncoder
-
-        return EfficientNetLiteEncoder(spec.path, device=device, batch_size=spec.batch_size)
-    from .clip import ClipImageEncoder, ClipTextEncoder
-
-    assert spec.path is not None  # checked by EncoderSpec
-    if spec.kind == "clip-text":
-        return ClipTextEncoder(spec.path, device=device, max_tokens=spec.max_tokens, batch_size=spec.batch_size)
-    return ClipImageEncoder(spec.path, device=device, batch_size=spec.batch_size)
+    kind = encoder_kind(spec.kind)
+    cls = getattr(importlib.import_module(kind.module, __package__), kind.class_name)
+    text_options = {"max_tokens": spec.max_tokens} if kind.modality == "text" else {}
+    return cls(spec.path, device=device, batch_size=spec.batch_size, **text_options)

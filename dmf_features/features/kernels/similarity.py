@@ -79,27 +79,41 @@ def modality_features(
     """The seven feature columns of one modality for a batch's samples (arrays with a row per sample);
     `edges`: the modality's bucket boundaries (`bucket_edges`)."""
     sims, valid, positions = long_similarities(vectors, windows, targets, users, shape.long_history_length)
-    n, short = len(targets), shape.history_length
+    features, top_columns = similarity_features(sims, valid, edges, shape)
+    found = top_columns >= 0
+    top_positions = np.take_along_axis(positions, np.where(found, top_columns, 0), axis=1)
+    features["topk_ids"] = np.where(found, windows.behaviour_items[top_positions], 0).astype(np.int64)
+    return features
+
+
+def similarity_features(
+    sims: np.ndarray, valid: np.ndarray, edges: np.ndarray, shape: FeatureShape,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every feature of a target and its long history from their similarities, the one definition the
+    feature job and a serving request share: `sims` [n, width] newest first, `valid` where both have
+    a vector (the rest is masked: NaN similarity, bucket -1, never counted). `sim`, `mask` and
+    `bucket` cover the first `history_length` positions, `hist` and `hist_count` all of them, and
+    `topk_sims` the K largest (NaN pads). Also returns the top-K's columns in `sims` (-1 pads), which
+    the caller maps to item ids."""
+    n, short = len(sims), shape.history_length
     short_valid = valid[:, :short]
     short_sims = np.where(short_valid, sims[:, :short], np.nan).astype(np.float32)
     short_buckets = np.where(short_valid, bucket_of(np.nan_to_num(short_sims), edges), -1).astype(np.int32)
 
-    long_buckets = bucket_of(np.nan_to_num(sims), edges)
+    long_buckets = bucket_of(np.where(valid, sims, 0.0), edges)
     rows = np.broadcast_to(np.arange(n)[:, None], valid.shape)
     counts = np.bincount((rows * shape.buckets + long_buckets)[valid], minlength=n * shape.buckets)
     counts = counts.reshape(n, shape.buckets)
     hist_count = counts.sum(axis=1)
     hist = (counts / np.maximum(hist_count, 1)[:, None]).astype(np.float32)
 
-    top_sims, top_cols = top_k(np.where(valid, sims, -np.inf), shape.top_k)
-    found = top_cols >= 0
-    top_positions = np.take_along_axis(positions, np.where(found, top_cols, 0), axis=1)
-    top_ids = np.where(found, windows.behaviour_items[top_positions], 0).astype(np.int64)
-    return {
+    top_sims, top_columns = top_k(np.where(valid, sims, -np.inf), shape.top_k)
+    found = top_columns >= 0
+    features = {
         "sim": short_sims, "mask": short_valid, "bucket": short_buckets, "hist": hist,
-        "hist_count": hist_count.astype(np.int32), "topk_ids": top_ids,
-        "topk_sims": np.where(found, top_sims, np.nan).astype(np.float32),
+        "hist_count": hist_count.astype(np.int32), "topk_sims": np.where(found, top_sims, np.nan).astype(np.float32),
     }
+    return features, top_columns
 
 
 def long_similarities(
@@ -123,15 +137,17 @@ def long_similarities(
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best columns per row, best first, equal scores newest (leftmost) first; -1 pads.
+    """The k best columns per row, best first, equal scores newest (leftmost) first; -1 pads, also
+    where a row is shorter than k.
 
     FAISS's heap k-selection finds each row's k-th best score; FAISS does not say which of several
     equal scores it keeps, so the columns are then taken as: every column above the k-th score, and
     of those equal to it, the leftmost ones up to k.
     """
     n, width = scores.shape
-    k = min(k, width)
-    values, _ = faiss.kmax(np.ascontiguousarray(scores, np.float32), k)
+    if min(k, width) == 0:
+        return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+    values, _ = faiss.kmax(np.ascontiguousarray(scores, np.float32), min(k, width))
     kth = values[:, -1:]
     finite = scores > -np.inf
     above = finite & (scores > kth)

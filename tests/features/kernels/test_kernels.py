@@ -48,7 +48,11 @@ def test_top_k_is_best_first_and_equal_scores_newest_first():
         values, columns = top_k(scores, k)
         expected = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, 20)]
         expected_values = np.take_along_axis(scores, expected, axis=1)
-        np.testing.assert_array_equal(columns, np.where(np.isfinite(expected_values), expected, -1))
+        expected_columns = np.where(np.isfinite(expected_values), expected, -1)
+        # always k columns: -1 pads where a row has fewer finite scores, or is narrower than k
+        np.testing.assert_array_equal(columns, np.pad(expected_columns, ((0, 0), (0, k - expected.shape[1])),
+                                                      constant_values=-1))
+        expected_values = np.pad(expected_values, ((0, 0), (0, k - expected.shape[1])), constant_values=-np.inf)
         np.testing.assert_array_equal(values[columns >= 0], expected_values[columns >= 0])
 
 
