@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from dmf_features.infra.config import Config, ConfigError, load_config
+from dmf_features.infra.errors import PipelineError
 
 DEFAULT_CONFIG = os.environ.get("DMF_CONFIG", "conf/local.yaml")
 
@@ -44,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmf", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+    run = commands.add_parser(
         "run", parents=[common, scoped], help="the whole pipeline: ingest, validate, embed, features, train",
         description="Run every stage in order (ingest -> validate -> embed -> features -> train the DMF model of "
                     "conf/train/dmf.yaml, seed 0, tracked in MLflow). Stops at the first failure.",
     )
-    commands.add_parser(
+    ingest = commands.add_parser(
         "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
         description="Read the configured source (MovieLens-format folder or the synthetic generator), write "
                     "items (merge), events (one partition per day) and quarantine (each rejected record with "
@@ -63,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--table", dest="tables", action="append", metavar="TABLE",
                           help="table to check (repeatable; default: quality.tables in the config)")
 
-    commands.add_parser(
+    embed = commands.add_parser(
         "embed", parents=[common], help="items -> item_embeddings (text, image, fused) and the nearest-item index",
         description="Embed item titles and images with the configured pretrained encoders inside Spark pandas UDFs "
                     "(GPU when visible), merge the vectors into item_embeddings keyed by item and encoder version, "
                     "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
                     "Only new or changed items are embedded.",
     )
-    commands.add_parser(
+    features = commands.add_parser(
         "features", parents=[common, scoped],
         help="events + item_embeddings -> samples (histories, DMF similarity features) and user_sequences",
         description="Build the training set `samples`: every event in scope with its point-in-time behaviour "
@@ -145,12 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     lake = commands.add_parser("lake", help="inspect and maintain the Delta tables",
                                description="Inspect and maintain the lake's Delta tables.")
     lake_commands = lake.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
-    lake_commands.add_parser("list", parents=[common], help="tables with their version, files and rows")
+    lake_commands.add_parser("list", parents=[common], help="tables with their version, files and rows"
+                             ).set_defaults(func=_lake_list)
     history = lake_commands.add_parser("history", parents=[common], help="the commits of a table, newest first")
     history.add_argument("table")
     history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(func=_lake_history)
     optimize = lake_commands.add_parser("optimize", parents=[common], help="compact small files (same rows, new version)")
     optimize.add_argument("table")
+    optimize.set_defaults(func=_lake_optimize)
     vacuum = lake_commands.add_parser(
         "vacuum", parents=[common], help="delete files no recent version uses (and orphans of killed jobs)")
     vacuum.add_argument("table")
@@ -158,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep files any version of the last H hours needs (default: %(default)s, "
                              "so time travel within a week keeps working)")
     vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    vacuum.set_defaults(func=_lake_vacuum)
+    for command, func in ((run, _run), (ingest, _ingest), (validate, _validate), (embed, _embed), (features, _features),
+                          (train, _train), (compare, _compare), (tune, _tune), (similar, _similar),
+                          (recommend, _recommend)):
+        command.set_defaults(func=func)
     return parser
 
 
@@ -171,6 +180,9 @@ class _Progress:
         print(f"[{time.monotonic() - self.start:7.1f}s] {message}", flush=True)
 
 
+Command = Callable[[argparse.Namespace, Config, _Progress], int]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -179,16 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models load from local folders only (no hub access here or on air-gapped clusters), quietly.
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(key, value)
+    name = " ".join(filter(None, (args.command, getattr(args, "lake_command", None))))
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"dmf: configuration error: {e}", file=sys.stderr)
+        command: Command = args.func
+        return command(args, cfg, _Progress())
+    except ConfigError as e:  # a setting to fix, as argparse's own usage errors (exit 2)
+        print(f"dmf {name}: configuration error: {e}", file=sys.stderr)
         return 2
-    handler: Callable[[argparse.Namespace, Config], int] = {
-        "run": _run, "ingest": _ingest, "validate": _validate, "embed": _embed, "features": _features,
-        "train": _train, "compare": _compare, "tune": _tune, "similar": _similar, "recommend": _recommend, "lake": _lake,
-    }[args.command]
-    return handler(args, cfg)
+    except (PipelineError, LookupError, ValueError) as e:  # bad input or missing data: the message says what to do
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"dmf {name}: {message}", file=sys.stderr)
+        return 1
 
 
 def _with_strict(args: argparse.Namespace, cfg: Config) -> Config:
@@ -197,68 +211,51 @@ def _with_strict(args: argparse.Namespace, cfg: Config) -> Config:
     return cfg
 
 
-def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.infra.dates import DateScope
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
-    from dmf_features.ingest import IngestError, ingest
-    from dmf_features.ingest.sources.movielens import SourceError
+    from dmf_features.ingest import ingest
 
-    progress = progress or _Progress()
     progress(f"starting Spark ({cfg.spark.master})")
     spark = get_spark(cfg.spark)
-    try:
-        report = ingest(spark, _with_strict(args, cfg), Lake(cfg.lake), DateScope(args.date, args.since), progress)
-    except (IngestError, SourceError) as e:
-        print(f"dmf ingest: {e}", file=sys.stderr)
-        return 1
+    report = ingest(spark, _with_strict(args, cfg), Lake(cfg.lake), DateScope(args.date, args.since), progress)
     print(report.render(), flush=True)
     return 0
 
 
-def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
     from dmf_features.quality import validate_tables
 
-    progress = progress or _Progress()
     tables = getattr(args, "tables", None) or cfg.quality.tables
     progress(f"validating {', '.join(tables)}")
     spark = get_spark(cfg.spark)
-    try:
-        report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
-    except ValueError as e:  # a table without a suite
-        print(f"dmf validate: {e}", file=sys.stderr)
-        return 2
+    report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
     print(report.summary(), flush=True)
     return 0 if report.success else 1
 
 
-def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.embedding.stage import embed_items
+def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.embedding import embed_items
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
 
-    progress = progress or _Progress()
     spark = get_spark(cfg.spark)
     report = embed_items(spark, cfg, Lake(cfg.lake), progress)
     print(report.render(), flush=True)
     return 0
 
 
-def _features(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
-    from dmf_features.features.stage import FeaturesError, build_features
+def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.features import build_features
     from dmf_features.infra.dates import DateScope
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
 
-    progress = progress or _Progress()
     spark = get_spark(cfg.spark)
-    try:
-        report = build_features(spark, cfg, Lake(cfg.lake), DateScope(args.date, args.since), progress)
-    except (FeaturesError, LookupError) as e:
-        print(f"dmf features: {e}", file=sys.stderr)
-        return 1
+    report = build_features(spark, cfg, Lake(cfg.lake), DateScope(args.date, args.since), progress)
     print(report.render(), flush=True)
     return 0
 
@@ -274,18 +271,13 @@ def _training_setup(args: argparse.Namespace, cfg: Config, progress: Callable[[s
     return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
-def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = None) -> int:
+def _train(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from models.config import load_model_spec
     from models.experiment import train_run
 
-    progress = progress or _Progress()
-    try:
-        spec = load_model_spec(getattr(args, "model", "dmf"))
-        evaluation, tracker = _training_setup(args, cfg, progress)
-        result = train_run(spec, getattr(args, "seed", 0), evaluation, tracker, progress)
-    except (ValueError, LookupError) as e:
-        print(f"dmf train: {e}", file=sys.stderr)
-        return 1
+    spec = load_model_spec(getattr(args, "model", "dmf"))
+    evaluation, tracker = _training_setup(args, cfg, progress)
+    result = train_run(spec, getattr(args, "seed", 0), evaluation, tracker, progress)
     m = result.metrics
     print(f"pooled test rows of {len(evaluation.folds)} fold(s): {int(m['test_samples']):,} "
           f"({int(m['test_cold_samples']):,} of cold-start items)")
@@ -297,72 +289,58 @@ def _train(args: argparse.Namespace, cfg: Config, progress: _Progress | None = N
     return 0
 
 
-def _compare(args: argparse.Namespace, cfg: Config) -> int:
+def _compare(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from pathlib import Path
 
     from models.baselines import BASELINES
     from models.config import all_model_specs, load_model_spec
     from models.experiment import compare, markdown
 
-    progress = _Progress()
-    try:
-        specs = [load_model_spec(m) for m in args.models] if args.models else all_model_specs()
-        unknown = sorted(set(args.baselines or ()) - set(BASELINES))
-        if unknown:
-            raise ValueError(f"unknown baseline(s) {unknown} (known: {', '.join(BASELINES)})")
-        evaluation, tracker = _training_setup(args, cfg, progress)
-        result = compare(specs, args.baselines or list(BASELINES), evaluation, tracker,
-                         Path(cfg.root) / "reports" / "compare", args.seeds, args.reference, progress)
-    except (ValueError, LookupError) as e:
-        print(f"dmf compare: {e}", file=sys.stderr)
-        return 1
+    specs = [load_model_spec(m) for m in args.models] if args.models else all_model_specs()
+    unknown = sorted(set(args.baselines or ()) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown} (known: {', '.join(BASELINES)})")
+    evaluation, tracker = _training_setup(args, cfg, progress)
+    result = compare(specs, args.baselines or list(BASELINES), evaluation, tracker,
+                     Path(cfg.root) / "reports" / "compare", args.seeds, args.reference, progress)
     print(markdown(result), flush=True)
     return 0
 
 
-def _tune(args: argparse.Namespace, cfg: Config) -> int:
+def _tune(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     import yaml
 
     from models.config import load_model_spec
     from models.experiment import tune
 
-    progress = _Progress()
-    try:
-        spec = load_model_spec(args.model)
-        grid = {}
-        for item in args.grid:
-            key, sep, values = item.partition("=")
-            if not sep or not values:
-                raise ValueError(f"--grid {item!r}: write KEY=V1,V2 (e.g. architecture.dropout=0.1,0.3)")
-            grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
-        evaluation, tracker = _training_setup(args, cfg, progress)
-        _, trials = tune(spec, grid, evaluation, tracker, args.seed, progress)
-    except (ValueError, LookupError) as e:
-        print(f"dmf tune: {e}", file=sys.stderr)
-        return 1
+    spec = load_model_spec(args.model)
+    grid = {}
+    for item in args.grid:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid {item!r}: write KEY=V1,V2 (e.g. architecture.dropout=0.1,0.3)")
+        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    evaluation, tracker = _training_setup(args, cfg, progress)
+    _, trials = tune(spec, grid, evaluation, tracker, args.seed, progress)
     for trial in trials:
         print("  " + ", ".join(f"{k}={trial[k]}" for k in grid) + f": mean validation AUC {trial['valid_auc_mean']:.4f}")
     print("best on validation: " + ", ".join(f"{k}={trials[0][k]}" for k in grid))
     return 0
 
 
-def _similar(args: argparse.Namespace, cfg: Config) -> int:
+def _similar(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.embedding.item_index import ItemIndex
     from dmf_features.infra.lake import Lake
 
-    try:
-        index = ItemIndex.load(Lake(cfg.lake))
-        neighbours = index.similar(args.item_id, args.k)
-    except (LookupError, KeyError) as e:
-        print(f"dmf similar: {e.args[0]}", file=sys.stderr)
-        return 1
+    index = ItemIndex.load(Lake(cfg.lake))
+    neighbours = index.similar(args.item_id, args.k)
     print(f"items most similar to {args.item_id} {index.titles[args.item_id]!r} ({index.meta['version']}):")
     for rank, n in enumerate(neighbours, 1):
         print(f"  {rank:>2}. {n.similarity:6.3f}  {n.item_id:>8}  {n.title}")
     return 0
 
 
-def _recommend(args: argparse.Namespace, cfg: Config) -> int:
+def _recommend(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     import mlflow
 
     from dmf_features.embedding.item_index import ItemIndex
@@ -371,15 +349,10 @@ def _recommend(args: argparse.Namespace, cfg: Config) -> int:
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model_uri = f"models:/{args.model}/{args.version}"
-    try:
-        best = recommend(model_uri, cfg.lake.uri.rstrip("/"), args.user_id, args.k,
-                         dict(cfg.lake.storage_options) or None)
-    except (LookupError, mlflow.exceptions.MlflowException) as e:
-        print(f"dmf recommend: {e}", file=sys.stderr)
-        return 1
+    best = recommend(model_uri, cfg.lake.uri.rstrip("/"), args.user_id, args.k, dict(cfg.lake.storage_options) or None)
     try:
         titles = ItemIndex.load(Lake(cfg.lake)).titles
-    except LookupError:
+    except LookupError:  # no index yet: ids without titles
         titles = {}
     print(f"top {len(best)} items for user {args.user_id} by {model_uri}:")
     for rank, item in enumerate(best, 1):
@@ -387,8 +360,7 @@ def _recommend(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, cfg: Config) -> int:
-    progress = _Progress()
+def _run(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     for stage in (_ingest, _validate, _embed, _features, _train):
         code = stage(args, cfg, progress)
         if code:
@@ -398,35 +370,42 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _lake(args: argparse.Namespace, cfg: Config) -> int:
-    from dmf_features.infra.lake import Lake, LakeError
+def _lake_list(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.infra.lake import Lake
 
     lake = Lake(cfg.lake)
-    try:
-        if args.lake_command == "list":
-            print(f"{'table':<22}{'version':>8}{'files':>8}{'rows':>12}   ({lake.root})")
-            for name in lake.tables():
-                table = lake.delta(name)
-                files = len(table.file_uris())
-                print(f"{name:<22}{table.version():>8}{files:>8}{lake.row_count(name):>12,}")
-        elif args.lake_command == "history":
-            for h in lake.history(args.table, args.limit):
-                when = dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-                metrics = h.get("operationMetrics") or {}
-                rows = h.get("dmf.rows", metrics.get("num_added_rows", ""))
-                print(f"v{h['version']:<5} {when}  {h['operation']:<12} {h.get('dmf.operation', ''):<20} rows={rows}")
-        elif args.lake_command == "optimize":
-            metrics = lake.optimize(args.table)
-            print(f"{args.table}: {metrics['numFilesRemoved']} files compacted into {metrics['numFilesAdded']}")
-        elif args.lake_command == "vacuum":
-            removed = lake.vacuum(args.table, args.retention_hours, args.dry_run)
-            verb = "would delete" if args.dry_run else "deleted"
-            print(f"{args.table}: {verb} {len(removed)} files")
-            for path in removed[:20]:
-                print(f"  {path}")
-    except LakeError as e:
-        print(f"dmf lake: {e}", file=sys.stderr)
-        return 1
+    print(f"{'table':<22}{'version':>8}{'files':>8}{'rows':>12}   ({lake.root})")
+    for name in lake.tables():
+        table = lake.delta(name)
+        print(f"{name:<22}{table.version():>8}{len(table.file_uris()):>8}{lake.row_count(name):>12,}")
+    return 0
+
+
+def _lake_history(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.infra.lake import Lake
+
+    for h in Lake(cfg.lake).history(args.table, args.limit):
+        when = dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows = h.get("dmf.rows", (h.get("operationMetrics") or {}).get("num_added_rows", ""))
+        print(f"v{h['version']:<5} {when}  {h['operation']:<12} {h.get('dmf.operation', ''):<20} rows={rows}")
+    return 0
+
+
+def _lake_optimize(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.infra.lake import Lake
+
+    metrics = Lake(cfg.lake).optimize(args.table)
+    print(f"{args.table}: {metrics['numFilesRemoved']} files compacted into {metrics['numFilesAdded']}")
+    return 0
+
+
+def _lake_vacuum(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.infra.lake import Lake
+
+    removed = Lake(cfg.lake).vacuum(args.table, args.retention_hours, args.dry_run)
+    print(f"{args.table}: {'would delete' if args.dry_run else 'deleted'} {len(removed)} files")
+    for path in removed[:20]:
+        print(f"  {path}")
     return 0
 
 

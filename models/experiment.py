@@ -27,7 +27,7 @@ from models.intervals import bootstrap_metrics, to_json_ready
 from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
 from models.splits import SampleIndex, SplitReader, training_items
 from models.tracking import RunLogger, Tracker, comparison_figure
-from models.train import Predictions, TrainSettings, fit, predict, seed_everything
+from models.train import Predictions, fit, predict, seed_everything
 
 PRELOAD_BYTES = 2 << 30
 
@@ -147,8 +147,6 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
     vectors = evaluation.vectors if spec.kind != "din" else None
     progress(f"{spec.name} (seed {seed}): samples v{evaluation.samples.version}, "
              f"item_embeddings v{evaluation.embeddings.version}, {len(evaluation.folds)} fold(s)")
-    settings = TrainSettings(spec.training.epochs, spec.training.learning_rate, spec.training.weight_decay,
-                             spec.training.patience, seed)
     with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
         run.log_setup(spec, seed, evaluation.lineage, evaluation.samples.version, evaluation.embeddings.version,
                       describe(evaluation.folds))
@@ -174,7 +172,7 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
                 progress(f"  {fold.name} epoch {epoch}: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in metrics.items() if k in _SHOWN))
 
-            fitted = fit(model, lambda train=train: train, lambda valid=valid: valid, settings, on_epoch,
+            fitted = fit(model, lambda train=train: train, lambda valid=valid: valid, spec.training, on_epoch,
                          train_batches=-(-items.rows // spec.training.batch_size), monitor=lambda test=test: test)
             best_epochs.append(fitted.best_epoch)
             best_valid.append(fitted.history[fitted.best_epoch - 1]["valid_auc"] if fitted.best_epoch else np.nan)

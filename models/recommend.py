@@ -33,7 +33,10 @@ def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
               storage_options: dict | None = None) -> list[Recommendation]:
     """The `k` catalog items with the highest click probability for `user_id`, best first.
     `model_uri`: an MLflow model URI such as `models:/dmf/3` or `models:/dmf/latest`."""
-    served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    try:
+        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except mlflow.exceptions.MlflowException as e:  # no such model or version
+        raise LookupError(f"{model_uri}: {e.message}") from e
     meta, model = served.meta, served.model
     if not isinstance(model, DMF):
         raise LookupError(f"{model_uri} is a {type(model).__name__}: the scorers serve DMF, its ablations and "

@@ -123,9 +123,10 @@ class RunLogger:
             wrapper.load_context_from(folder)
             signature = mlflow.models.infer_signature(frame, wrapper.predict(None, frame))
             # no code_paths: a copy of models/ would shadow the installed package in a server while the
-            # dmf_features it imports stays the installed one, and the saved model needs no particular code
+            # dmf_features it imports stays the installed one; the model's files need no particular code
             mlflow.pyfunc.log_model(
-                name="model", python_model=SamplesModel(), artifacts={"folder": str(folder)},
+                name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                artifacts={"folder": str(folder)},
                 signature=signature, input_example=frame, registered_model_name=spec.name)
 
 

@@ -17,18 +17,10 @@ import torch
 from tqdm import tqdm
 
 from models.batch import CTRBatch
+from models.config import TrainingSpec
 from models.metrics import auc, gauc, logloss
 
 Batches = Callable[[], Iterable[CTRBatch]]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 2  # epochs without a better validation AUC before stopping
-    seed: int = 0
 
 
 @dataclass
@@ -72,7 +64,7 @@ def predict(model: torch.nn.Module, batches: Iterable[CTRBatch]) -> Predictions:
     return Predictions(**{k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()})
 
 
-def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: TrainSettings,
+def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: TrainingSpec,
         on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
         train_batches: int | None = None, monitor: Batches | None = None) -> FitResult:
     """Train until validation AUC stops improving for `patience` epochs; keep the best weights.

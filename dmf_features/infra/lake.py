@@ -45,6 +45,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from dmf_features.infra.config import LakeConfig
+from dmf_features.infra.errors import PipelineError
 from dmf_features.schemas import LINEAGE_KEY, Lineage, TableSpec
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _FILE_COLUMN = "_lake_file"
 _MAX_STAT_STRING = 32  # like Delta's own writers: longer strings get no min/max
 
 
-class LakeError(RuntimeError):
+class LakeError(PipelineError):
     """A lake operation could not be done as asked; the message says why."""
 
 

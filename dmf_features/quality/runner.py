@@ -23,7 +23,7 @@ from great_expectations.data_context import AbstractDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import DataFrame, SparkSession
 
-from dmf_features.infra.config import IngestConfig
+from dmf_features.infra.config import ConfigError, IngestConfig
 from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.quality.suites import suite_for
 from dmf_features.schemas import VALIDATION_RESULTS
@@ -108,7 +108,7 @@ def validate_tables(
     is a configuration error and raises before anything runs.
     """
     if not tables:
-        raise ValueError("no tables to validate")
+        raise ConfigError("no tables to validate: list them in quality.tables or pass --table")
     suites = {table: suite_for(table, ingest_cfg) for table in tables}
     checked_at = dt.datetime.now(dt.UTC)
     run_id = _run_id(checked_at)

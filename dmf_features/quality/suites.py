@@ -13,7 +13,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from dmf_features import schemas
-from dmf_features.infra.config import IngestConfig
+from dmf_features.infra.config import ConfigError, IngestConfig
 
 SuiteBuilder = Callable[[IngestConfig], gx.ExpectationSuite]
 
@@ -64,5 +64,5 @@ SUITES: dict[str, SuiteBuilder] = {
 def suite_for(table: str, ingest: IngestConfig) -> gx.ExpectationSuite:
     """A fresh suite for `table`: adding a suite to a GX context binds it there, so each run builds its own."""
     if table not in SUITES:
-        raise ValueError(f"no expectation suite for table {table!r}; suites exist for {sorted(SUITES)}")
+        raise ConfigError(f"no expectation suite for table {table!r}; suites exist for {sorted(SUITES)}")
     return SUITES[table](ingest)

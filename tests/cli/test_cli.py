@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from dmf_features.cli import main
+from dmf_features.cli import build_parser, main
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["ingest"], ["validate"], ["train"], ["compare"], ["tune"], ["recommend"],
-                                  ["lake"], ["lake", "vacuum"]])
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the parser (`()`, `("train",)`, `("lake", "vacuum")`, ...), found from the parser
+    itself so that a new command is covered without touching this test."""
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+COMMANDS = _commands(build_parser())
+
+
+def test_the_command_list_is_complete():
+    assert {("run",), ("ingest",), ("validate",), ("embed",), ("features",), ("train",), ("compare",), ("tune",),
+            ("similar",), ("recommend",), ("lake", "vacuum")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: " ".join(argv) or "dmf")
 def test_every_command_explains_itself(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main([*argv, "--help"])
     assert done.value.code == 0
-    assert "usage: dmf" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dmf") and len(out.splitlines()) > 3
+    if argv:  # each command names what it does beyond the usage line
+        assert "--config" in out or "ACTION" in out
+
+
+def test_every_command_has_a_handler():
+    parser = build_parser()
+    for argv in COMMANDS:
+        sub = parser
+        for name in argv:
+            sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        is_group = any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+        assert is_group or callable(sub.get_default("func")), argv
 
 
 def test_a_bad_config_exits_2_with_the_key_named(tmp_path, capsys):

@@ -68,6 +68,9 @@ def test_the_signature_asks_only_for_what_a_request_has_and_predict_is_the_train
     with torch.inference_mode():
         trained = torch.sigmoid(served.model(batch)).numpy()
     np.testing.assert_allclose(loaded.predict(request), trained, rtol=0, atol=1e-6)
+    # loaded from code and files: the logged model holds no pickle of the wrapper or of the network
+    files = {p.name for p in Path(mlflow.artifacts.download_artifacts(model_uri)).rglob("*")}
+    assert {"weights.pt", "model.json", "pyfunc_entry.py"} <= files and not any(f.endswith(".pkl") for f in files)
 
 
 def test_mlflow_models_serve_answers_a_request_with_the_in_process_probabilities(tables, registered, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from models.batch import CTRBatch
+from models.config import TrainingSpec
 from models.dmf import DMF
 from models.layers import ModelConfig
 from models.protocol import (
@@ -23,7 +24,7 @@ from models.protocol import (
     RollingConfig,
     resolve_folds,
 )
-from models.train import TrainSettings, fit, predict, seed_everything
+from models.train import fit, predict, seed_everything
 
 
 def a_few_months(n: int = 3_000, users: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +133,7 @@ def test_the_content_path_scores_cold_items_where_ids_cannot(target_content):
     seed_everything(0)
     model = DMF(cfg)
     train, valid = cold_content_batches(warm, vectors, 6_000, 1), cold_content_batches(warm, vectors, 1_000, 2)
-    fit(model, lambda: train, lambda: valid, TrainSettings(epochs=6, learning_rate=5e-3, patience=6))
+    fit(model, lambda: train, lambda: valid, TrainingSpec(epochs=6, learning_rate=5e-3, patience=6))
     cold_auc = predict(model, cold_content_batches(cold, vectors, 3_000, 3)).metrics()["auc"]
     if target_content:
         assert cold_auc > 0.75

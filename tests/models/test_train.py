@@ -8,10 +8,11 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from models.batch import CTRBatch
+from models.config import TrainingSpec
 from models.dmf import DMF
 from models.layers import ModelConfig
 from models.metrics import auc, gauc, logloss
-from models.train import TrainSettings, fit, predict, seed_everything
+from models.train import fit, predict, seed_everything
 
 MODALITIES = ("text", "fused")
 BUCKETS, LENGTH = 8, 10
@@ -52,7 +53,7 @@ def train_and_test(shuffle: bool, seed: int = 0) -> tuple[float, list]:
     seed_everything(seed)
     model = DMF(CFG)
     train, valid, test = planted(4000, 1, shuffle), planted(1000, 2, shuffle), planted(2000, 3, shuffle)
-    result = fit(model, lambda: train, lambda: valid, TrainSettings(epochs=4, learning_rate=3e-3, patience=2, seed=seed))
+    result = fit(model, lambda: train, lambda: valid, TrainingSpec(epochs=4, learning_rate=3e-3, patience=2))
     return predict(model, test).metrics()["auc"], result.history
 
 

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from dmf_features.infra.config import IngestConfig
+from dmf_features.infra.errors import PipelineError
 from dmf_features.ingest import quarantine as q
 from dmf_features.ingest.sources.lines import csv_fields, read_lines
 
@@ -31,7 +32,7 @@ NO_GENRES = "(no genres listed)"
 _YEAR_SUFFIX = r"\s*\((\d{4})(?:[-–]\d{4})?\)\s*$"
 
 
-class SourceError(ValueError):
+class SourceError(PipelineError, ValueError):
     """The source as a whole is unusable (missing file, wrong header): nothing is ingested."""
 
 
