@@ -47,6 +47,8 @@ class TableSpec:
 
 
 # ---------------------------------------------------------------------------------- modalities
+ContentModality = Literal["text", "image"]  # what the encoders embed; `fused` is made from them
+CONTENT_MODALITIES: tuple[ContentModality, ...] = get_args(ContentModality)
 Modality = Literal["text", "image", "fused"]
 MODALITIES: tuple[Modality, ...] = get_args(Modality)
 FUSED: Modality = "fused"  # the items' multimodal vector: what models take for a target and its history

@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from dmf_features.schemas import MODALITIES, Modality
 from models.batch import CTRBatch
 
 
@@ -17,8 +18,7 @@ class ArchitectureSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    modalities: tuple[Literal["text", "image", "fused"], ...] = Field(
-        ("text", "image", "fused"), description="whose similarity buckets / histograms feed the model")
+    modalities: tuple[Modality, ...] = Field(MODALITIES, description="whose similarity buckets / histograms feed the model")
     embedding_dim: int = Field(32, ge=1)
     attention_dim: int = Field(32, ge=1)
     mlp: tuple[int, ...] = (128, 64)

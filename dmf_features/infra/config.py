@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dmf_features.embedding.encoders.registry import ENCODER_KINDS, encoder_kind, kinds_for
-from dmf_features.schemas import MODALITIES, Modality
+from dmf_features.schemas import CONTENT_MODALITIES, MODALITIES, Modality
 from models.protocol import EvaluationConfig
 
 
@@ -153,7 +153,7 @@ class EmbeddingConfig(_Section):
     def _encoders_fit_their_modality(self) -> EmbeddingConfig:
         if self.text is None and self.image is None:
             raise ValueError("configure at least one of embedding.text and embedding.image")
-        for modality in ("text", "image"):
+        for modality in CONTENT_MODALITIES:
             encoder, kinds = getattr(self, modality), kinds_for(modality)
             if encoder is not None and encoder.kind not in kinds:
                 raise ValueError(f"{modality}: {encoder.kind!r} is not a {modality} encoder (use one of {kinds})")

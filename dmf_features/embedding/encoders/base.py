@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .registry import EncoderModality, encoder_kind
+from dmf_features.schemas import ContentModality
+
+from .registry import encoder_kind
 
 # Files fetched for a Hugging Face id: configs, tokenizer files and safetensors weights only, so that a
 # repository's TensorFlow / Flax / ONNX copies of the same weights are never downloaded.
@@ -55,12 +57,12 @@ class Encoder(ABC):
     """
 
     name: str
-    modality: EncoderModality
+    modality: ContentModality
     dim: int
     version: str
     device: torch.device
 
-    def __init__(self, *, name: str, modality: EncoderModality, dim: int, weights_sha256: str,
+    def __init__(self, *, name: str, modality: ContentModality, dim: int, weights_sha256: str,
                  device: torch.device, batch_size: int) -> None:
         self.name = name
         self.modality = modality

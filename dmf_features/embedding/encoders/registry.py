@@ -8,15 +8,14 @@ module and one line here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-EncoderModality = Literal["text", "image"]
+from dmf_features.schemas import ContentModality
 
 
 @dataclass(frozen=True)
 class EncoderKind:
     name: str  # what `embedding.<modality>.kind` says in the config
-    modality: EncoderModality
+    modality: ContentModality
     module: str  # relative to this package
     class_name: str
     needs_path: bool = False  # no weights ship with the package: `path` names a model folder or a Hugging Face id
