@@ -31,7 +31,7 @@ test: $(STAMP)
 
 ## bench: every benchmark, small (--quick, results in bench/results/NAME.quick.json); full size: `python -m bench.NAME`
 bench: $(STAMP)
-	for b in bench/[a-z]*.py; do n=$$(basename $$b .py); case $$n in common|features_reference) continue;; esac; \
+	for b in bench/[a-z]*.py; do n=$$(basename $$b .py); case $$n in common) continue;; esac; \
 	  if [ $$n = model_quality ] && [ ! -d lake/samples ]; then echo "model_quality: skipped (needs the lake: make demo)"; continue; fi; \
 	  python -m bench.$$n --quick || exit 1; done
 

@@ -1,12 +1,14 @@
-"""Helpers every benchmark shares: interleaved timing, the results file, the final line.
+"""Helpers every benchmark shares: the command line, interleaved timing, the results file, the final line.
 
 A benchmark measures its baseline in the same run, reports medians, writes
-`bench/results/<name>.json` (figures, settings, machine, UTC date) and ends by printing exactly one
-line `<name>: ratio=<x> <key=value ...>`.
+`bench/results/<name>.json` (figures, settings, machine, UTC date, commit) and ends by printing exactly
+one line `<name>: ratio=<x> <key=value ...>`. Its timings of a job come from the job's report (the
+`phases` of `EmbedReport` and `FeaturesReport`), never from the job's progress text.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -20,6 +22,20 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(name: str, description: str, quick: str, tiny: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: its size (full by default; `--quick` is what `make bench` runs,
+    `--tiny` what the test that keeps every benchmark working runs) and where its results go."""
+    result = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = result.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick", help=quick)
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny", help=f"{tiny}; for tests only")
+    result.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help="folder of the results file (default: bench/results)")
+    result.set_defaults(size="full")
+    return result
 
 
 @dataclass
@@ -76,15 +92,16 @@ def _cpu_model() -> str:
 
 
 def write_results(
-    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str] = (),
-    quick: bool = False,
+    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str],
+    args: argparse.Namespace,
 ) -> Path:
-    """Write `bench/results/<name>.json` (a `--quick` run: `<name>.quick.json`, not committed, so that
-    it never replaces a full run) and return its path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+    """Write `<name>.json` into `args.results_dir` (a `--quick` or `--tiny` run: `<name>.<size>.json`, not
+    committed, so that it never replaces a full run) and return its path."""
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / (f"{name}.json" if args.size == "full" else f"{name}.{args.size}.json")
     record = {
         "benchmark": name,
+        "size": args.size,
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _commit(),
         "settings": dict(settings),

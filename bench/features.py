@@ -31,9 +31,10 @@ normalised concatenation, zeros for a missing image), selected with `features.en
 the benchmark measures the feature stage, not the encoders. Before the first timed call, one
 untimed `build_features` call on the smallest lake warms the JVM and Spark's Python workers.
 Each size is run once (a 10M call takes many minutes): on this shared 2-core machine, run-to-run
-noise is about +-10-15%. The load average before each call is recorded.
+noise is about +-10-15%. The load average before each call is recorded. The job's phases (setup,
+samples, user_sequences) are the `phases` of its `FeaturesReport`.
 
-usage: python -m bench.features [--quick] [--sizes N ...] [--scale-base N] [--reference-max-samples N]
+usage: python -m bench.features [--quick | --tiny] [--sizes N ...] [--scale-base N] [--reference-max-samples N]
 """
 
 from __future__ import annotations
@@ -41,9 +42,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +56,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from bench.common import final_line, write_results
+from bench.common import final_line, parser, write_results
 from dmf_features.features.kernels.similarity import bucket_edges
 from dmf_features.features.stage import build_features
 from dmf_features.infra.config import Config, load_config
@@ -82,7 +81,6 @@ USERS_PER_EVENT = 1 / 100
 REF_CHUNK_EVENTS = 100_000
 REF_SEED = 2024
 CHECK_USERS = 40  # users whose job rows are compared with the reference's
-_SAMPLES_DONE = re.compile(r"^building samples: [\d,]+ items in ([\d.]+)s")
 
 
 class Shape(NamedTuple):
@@ -98,12 +96,17 @@ class Plan(NamedTuple):
     scale_factors: tuple[int, ...]
     items: int
     reference_max_samples: int
+    warm_up: bool = True  # one untimed build_features call first (the tiny run, which measures nothing, skips it)
 
 
-FULL = Plan(sizes=(1_000_000, 10_000_000), scale_base=250_000, scale_factors=(1, 4, 16), items=5_000,
-            reference_max_samples=2_000_000)
-QUICK = Plan(sizes=(20_000,), scale_base=1_250, scale_factors=(1, 4, 16), items=500,
-             reference_max_samples=2_000_000)
+PLANS = {
+    "full": Plan(sizes=(1_000_000, 10_000_000), scale_base=250_000, scale_factors=(1, 4, 16), items=5_000,
+                 reference_max_samples=2_000_000),
+    "quick": Plan(sizes=(20_000,), scale_base=1_250, scale_factors=(1, 4, 16), items=500,
+                  reference_max_samples=2_000_000),
+    "tiny": Plan(sizes=(1_000,), scale_base=1_000, scale_factors=(1,), items=100, reference_max_samples=2_000_000,
+                 warm_up=False),  # one lake, every step once
+}
 
 
 def parse_size(text: str) -> int:
@@ -122,27 +125,20 @@ def label(n: int) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.features",
-        description=(
-            "Time the Spark feature job (the whole build_features call on local[2], writing Delta) against the "
-            "single-process pandas/numpy reference (feature computation only) on the same synthetic events and "
-            "random item vectors, and the job alone at 1x/4x/16x a base size. Prints ratio = job samples/s / "
-            "reference samples/s at the largest size (goal: >= 1 at 10M) and the cost growth "
-            "(time_16x / time_1x) / 16 (goal: <= 1.2)."),
-    )
-    parser.add_argument("--quick", action="store_true",
-                        help=f"tiny sizes ({', '.join(map(label, QUICK.sizes))} events; scaling from "
-                             f"{label(QUICK.scale_base)}), a few minutes")
-    parser.add_argument("--sizes", nargs="+", type=parse_size,
-                        help="event counts for job vs reference (default 1M 10M; accepts 250k, 1M, ...)")
-    parser.add_argument("--scale-base", type=parse_size,
-                        help=f"base size of the scaling run (default {label(FULL.scale_base)}); 0 skips it")
-    parser.add_argument("--reference-max-samples", type=parse_size,
-                        help=f"above this many events the reference runs on a random subset of users "
-                             f"(default {label(FULL.reference_max_samples)})")
-    parser.add_argument("--keep", action="store_true", help=f"keep {WORK} at the end (default: delete it)")
-    return parser.parse_args(argv)
+    quick, tiny, full = PLANS["quick"], PLANS["tiny"], PLANS["full"]
+    options = parser(NAME, __doc__,
+                     quick=f"small sizes ({', '.join(map(label, quick.sizes))} events; scaling from "
+                           f"{label(quick.scale_base)}), a few minutes",
+                     tiny=f"{', '.join(map(label, tiny.sizes))} events, one lake, no warm-up")
+    options.add_argument("--sizes", nargs="+", type=parse_size,
+                         help="event counts for job vs reference (default 1M 10M; accepts 250k, 1M, ...)")
+    options.add_argument("--scale-base", type=parse_size,
+                         help=f"base size of the scaling run (default {label(full.scale_base)}); 0 skips it")
+    options.add_argument("--reference-max-samples", type=parse_size,
+                         help=f"above this many events the reference runs on a random subset of users "
+                              f"(default {label(full.reference_max_samples)})")
+    options.add_argument("--keep", action="store_true", help=f"keep {WORK} at the end (default: delete it)")
+    return options.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -228,28 +224,20 @@ def run_job(spark: SparkSession, cfg: Config, lake: Lake, say) -> dict[str, Any]
     spark.catalog.clearCache()
     gc.collect()
     load = os.getloadavg()[0]
-    marks: list[tuple[float, str]] = []
     start = time.perf_counter()
-
-    def progress(msg: str) -> None:
-        now = time.perf_counter()
-        marks.append((now, msg))
-        say(f"job [{now - start:7.1f}s] {msg}")
-
-    report = build_features(spark, cfg, lake, progress=progress)
+    report = build_features(spark, cfg, lake, progress=lambda msg: say(f"job [{time.perf_counter() - start:7.1f}s] {msg}"))
     seconds = time.perf_counter() - start
     if not report.balanced:
         raise RuntimeError(f"job did not reconcile: {report}")
-    done_at, samples_s = next((t, float(m.group(1))) for t, msg in marks if (m := _SAMPLES_DONE.match(msg)))
-    merge_at = next(t for t, msg in marks if msg.startswith("merging user_sequences"))
+    samples_s = report.phases["samples"]
     samples_bytes = sum(f["size"] for f in table_files(lake, SAMPLES.name))
     sequences_bytes = sum(f["size"] for f in table_files(lake, USER_SEQUENCES.name))
     n = report.samples_written
     return {
         "samples": n, "s": round(seconds, 2), "per_s": round(n / seconds, 1),
-        "setup_s": round(done_at - samples_s - start, 2),  # vectors, events read + cached, split counts
+        "setup_s": round(report.phases["setup"], 2),  # vectors, events read + cached, split counts
         "samples_phase_s": round(samples_s, 2),  # features computed and `samples` written + committed
-        "user_sequences_s": round(start + seconds - merge_at, 2),  # user_sequences built and merged
+        "user_sequences_s": round(report.phases["user_sequences"], 2),  # user_sequences built and merged
         "samples_phase_per_s": round(n / samples_s, 1),
         "samples_mb": round(samples_bytes / 1e6, 1), "samples_mb_per_s": round(samples_bytes / 1e6 / seconds, 2),
         "samples_files": len(table_files(lake, SAMPLES.name)),
@@ -372,15 +360,6 @@ def _tie_order(job_sims, ref_sims, job_ids: np.ndarray, ref_ids: np.ndarray) -> 
 
 # ---------------------------------------------------------------------------------------------- run
 
-def code_version() -> dict[str, Any]:
-    """The commit measured and whether the working tree differs from it (read-only git calls)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True)
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT,
-                            capture_output=True, text=True)
-    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
-    return {"commit": head.stdout.strip() or None, "modified_files": changed}
-
-
 def blas_threads() -> int | None:
     try:
         from threadpoolctl import threadpool_info
@@ -391,7 +370,7 @@ def blas_threads() -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = PLANS[args.size]
     plan = plan._replace(
         sizes=tuple(args.sizes or plan.sizes),
         scale_base=plan.scale_base if args.scale_base is None else args.scale_base,
@@ -400,7 +379,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     scale_sizes = {plan.scale_base * f: f for f in plan.scale_factors} if plan.scale_base else {}
     all_sizes = sorted(set(plan.sizes) | set(scale_sizes))
     began = time.perf_counter()
-    measured = code_version()  # at the start: the library under test is what this process imported now
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - began:8.1f}s] {msg}", flush=True)
@@ -418,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             say(f"=== {label(n)} events: preparing the lake")
             cfg = job_config(n, plan.items, shape)
             lake, vectors, prep[n] = prepare(spark, cfg, say)
-            if index == 0:
+            if index == 0 and plan.warm_up:
                 say("warm-up build_features call (untimed)")
                 build_features(spark, cfg, lake, progress=lambda m: None)
             if n not in plan.sizes:
@@ -490,10 +468,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "reference_blas_threads": blas_threads(),
         "ratio": f"job samples/s / reference samples/s at {label(largest)} events (goal >= 1)",
         "growth": "(time_16x / time_1x) / 16 of the whole build_features call (goal <= 1.2)",
-        "warm_up": "one untimed build_features call on the smallest lake first",
-        **measured,
+        "warm_up": "one untimed build_features call on the smallest lake first" if plan.warm_up else "none",
     }
-    path = write_results(NAME, figures, settings, PACKAGES, quick=args.quick)
+    path = write_results(NAME, figures, settings, PACKAGES, args)
     print(f"results: {path}")
     for n in plan.sizes:
         key, job, ref = label(n), jobs[n], refs[n]

@@ -6,29 +6,43 @@ the next, so the peak should not grow with the heaviest user's events: the ratio
 (it would be about 10 if a user's events were held at once). The Spark JVM's own sort spills to
 disk and is not measured here.
 
-    python -m bench.heavy_user [--quick]
+    python -m bench.heavy_user [--quick | --tiny] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from bench.common import final_line, write_results
+from bench.common import final_line, parser, write_results
 from dmf_features.features.stage import build_features
 from dmf_features.infra.config import load_config
 from dmf_features.infra.lake import Lake
 from dmf_features.infra.spark import get_spark
 from dmf_features.testing.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
+NAME = "heavy_user"
+PROJECT = Path(__file__).resolve().parent.parent
 DIMS = {"text": 384, "image": 1280, "fused": 1664}  # the default encoders' widths
-ITEMS, LIGHT_USERS, LIGHT_EVENTS = 2_000, 200, 50
+LIGHT_EVENTS = 50
+
+
+class Size(NamedTuple):
+    light: int  # the heavy user's events in the lighter run
+    heavy: int  # and in the heavier one
+    light_users: int  # other users, LIGHT_EVENTS events each
+    items: int
+
+
+SIZES = {"full": Size(10_000, 100_000, 200, 2_000), "quick": Size(2_000, 20_000, 200, 2_000),
+         "tiny": Size(200, 2_000, 20, 200)}
 
 
 class WorkerPeak:
@@ -61,29 +75,29 @@ class WorkerPeak:
                         self.peak_kib = max(self.peak_kib, int(line.split()[1]))
 
 
-def events_with_heavy_user(heavy_events: int, seed: int = 0) -> pd.DataFrame:
+def events_with_heavy_user(heavy_events: int, size: Size, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     users = np.concatenate([np.zeros(heavy_events, np.int64),
-                            np.repeat(np.arange(1, LIGHT_USERS + 1), LIGHT_EVENTS)])
+                            np.repeat(np.arange(1, size.light_users + 1), LIGHT_EVENTS)])
     n = len(users)
     frame = pd.DataFrame({
-        "user_id": users, "item_id": rng.integers(1, ITEMS + 1, n),
+        "user_id": users, "item_id": rng.integers(1, size.items + 1, n),
         "event_time": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 30 * 86_400, n), unit="s"),
         "label": rng.integers(0, 2, n),
     })
     return frame.drop_duplicates(["user_id", "item_id", "event_time"]).reset_index(drop=True)
 
 
-def measure(spark, folder: Path, heavy_events: int) -> dict:
-    cfg = load_config(Path("conf/local.yaml"), [
+def measure(spark, folder: Path, heavy_events: int, size: Size) -> dict:
+    cfg = load_config(PROJECT / "conf" / "local.yaml", [
         f"lake.uri={folder / 'lake'}", "spark.master=local[2]", "spark.shuffle_partitions=2",
         "features.encoder_versions=" + str(VERSIONS).replace("'", '"'),
         "features.split.valid_from=2024-01-20", "features.split.test_from=2024-01-25",
     ])
     lake = Lake(cfg.lake)
-    events = events_with_heavy_user(heavy_events)
+    events = events_with_heavy_user(heavy_events, size)
     write_events(spark, lake, events)
-    write_vectors(spark, lake, random_vectors(range(1, ITEMS + 1), DIMS))
+    write_vectors(spark, lake, random_vectors(range(1, size.items + 1), DIMS))
     spark.sparkContext._jvm.System.gc()
     time.sleep(1.5)  # let idle Python workers of earlier jobs exit before measuring
     with WorkerPeak() as peak:
@@ -96,19 +110,21 @@ def measure(spark, folder: Path, heavy_events: int) -> dict:
             "batch_rows": cfg.features.batch_rows, "long_history_length": cfg.features.long_history_length}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2,000 vs 20,000 events instead of 10,000 vs 100,000")
-    args = parser.parse_args()
-    light, heavy = (2_000, 20_000) if args.quick else (10_000, 100_000)
-    spark = get_spark(load_config("conf/local.yaml", ["spark.master=local[2]"]).spark)
+def main(argv: Sequence[str] | None = None) -> None:
+    full, quick, tiny = SIZES["full"], SIZES["quick"], SIZES["tiny"]
+    options = parser(NAME, __doc__, quick=f"{quick.light:,} vs {quick.heavy:,} events instead of {full.light:,} vs "
+                                          f"{full.heavy:,}", tiny=f"{tiny.light:,} vs {tiny.heavy:,} events")
+    args = options.parse_args(argv)
+    size = SIZES[args.size]
+    spark = get_spark(load_config(PROJECT / "conf" / "local.yaml", ["spark.master=local[2]"]).spark)
     with tempfile.TemporaryDirectory(prefix="heavy-user-") as tmp:
-        runs = [measure(spark, Path(tmp) / str(n), n) for n in (light, heavy)]
+        runs = [measure(spark, Path(tmp) / str(n), n, size) for n in (size.light, size.heavy)]
     ratio = runs[1]["worker_peak_mib"] / runs[0]["worker_peak_mib"]
     figures = {"ratio": round(ratio, 3), "runs": runs}
-    write_results("heavy_user", figures, {"quick": args.quick, "items": ITEMS, "light_users": LIGHT_USERS,
-                                          "vector_dims": DIMS}, ["pyspark", "numpy", "faiss-cpu"], quick=args.quick)
-    print(final_line("heavy_user", ratio, {
+    path = write_results(NAME, figures, {**size._asdict(), "light_user_events": LIGHT_EVENTS,
+                                         "vector_dims": DIMS}, ["pyspark", "numpy", "faiss-cpu"], args)
+    print(f"results: {path}")
+    print(final_line(NAME, ratio, {
         "light_events": runs[0]["heavy_user_events"], "heavy_events": runs[1]["heavy_user_events"],
         "light_peak_mib": runs[0]["worker_peak_mib"], "heavy_peak_mib": runs[1]["worker_peak_mib"],
         "heavy_seconds": runs[1]["seconds"]}))

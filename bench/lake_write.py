@@ -11,7 +11,7 @@ each is repeated, lake and plain alternating order round by round, and the media
 ratio = lake median seconds / plain median seconds for the partitioned write (the way `events` is
 written); the overhead is ratio - 1 and the project's goal is under 25%.
 
-usage: python -m bench.lake_write [--quick] [--rows N] [--repeats R]
+usage: python -m bench.lake_write [--quick | --tiny] [--rows N] [--repeats R] [--results-dir DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from bench.common import Timing, final_line, time_interleaved, write_results
+from bench.common import Timing, final_line, parser, time_interleaved, write_results
 from dmf_features.infra.config import LakeConfig, SparkConfig
 from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.infra.spark import get_spark
@@ -46,30 +46,19 @@ class Size(NamedTuple):
 
 # Full size: input partitions as a job's output has them after a shuffle (the project's default
 # spark.shuffle_partitions), and five rounds because the machines these run on are shared and noisy.
-FULL = Size(rows=3_000_000, partitions=SparkConfig().shuffle_partitions, repeats=5)
-QUICK = Size(rows=300_000, partitions=2, repeats=3)
+SIZES = {"full": Size(rows=3_000_000, partitions=SparkConfig().shuffle_partitions, repeats=5),
+         "quick": Size(rows=300_000, partitions=2, repeats=3), "tiny": Size(rows=20_000, partitions=2, repeats=1)}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.lake_write",
-        description=(
-            "Time writing the same cached events-like DataFrame through Lake.write (Spark tasks "
-            "write Parquet, the driver reads the footers and makes one Delta commit) and through a "
-            "plain df.write.parquet, unpartitioned and partitioned by date, on local[2] Spark. "
-            "Prints ratio = lake / plain median seconds for the partitioned write (goal: under 1.25)."
-        ),
-    )
-    parser.add_argument("--rows", type=int, help=f"rows to write (default {FULL.rows:,}; {QUICK.rows:,} with --quick)")
-    parser.add_argument(
-        "--repeats", type=int,
-        help=f"timed writes of each kind per case (default {FULL.repeats}; {QUICK.repeats} with --quick)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true",
-        help=f"a small run ({QUICK.rows:,} rows in {QUICK.partitions} input partitions), well under a minute",
-    )
-    return parser.parse_args(argv)
+    full, quick, tiny = SIZES["full"], SIZES["quick"], SIZES["tiny"]
+    options = parser(NAME, __doc__,
+                     quick=f"a small run ({quick.rows:,} rows in {quick.partitions} input partitions), well under a minute",
+                     tiny=f"{tiny.rows:,} rows, one timed write of each kind")
+    options.add_argument("--rows", type=int, help=f"rows to write (default {full.rows:,}; {quick.rows:,} with --quick)")
+    options.add_argument("--repeats", type=int,
+                         help=f"timed writes of each kind per case (default {full.repeats}; {quick.repeats} with --quick)")
+    return options.parse_args(argv)
 
 
 def events_frame(spark: SparkSession, rows: int, partitions: int) -> DataFrame:
@@ -149,7 +138,7 @@ def run(spark: SparkSession, tmp: Path, size: Size) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    size = QUICK if args.quick else FULL
+    size = SIZES[args.size]
     size = size._replace(rows=args.rows or size.rows, repeats=args.repeats or size.repeats)
     with tempfile.TemporaryDirectory(prefix="dmf-bench-lake-write-") as tmp:
         spark = get_spark(SparkConfig(
@@ -163,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ratio = figures.pop("part_ratio")
     figures = {"ratio": ratio, "overhead": round(ratio - 1, 4), **figures}
     settings = {**size._asdict(), "dates": DAYS, "spark_master": "local[2]"}
-    path = write_results(NAME, figures, settings, PACKAGES, quick=args.quick)
+    path = write_results(NAME, figures, settings, PACKAGES, args)
     shown = {k: v for k, v in figures.items() if k != "ratio" and not k.endswith("_runs_s")}
     print(f"results: {path}")
     print(final_line(NAME, ratio, {"rows": size.rows, **shown}))

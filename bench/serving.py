@@ -8,16 +8,16 @@ runs them, with each candidate's modality-path term precomputed per catalog (`it
 again without (`_uncached`). Untrained models: the cost
 does not depend on the weights.
 
-    python -m bench.serving [--quick] [--candidates 1200] [--history 50] [--long-history 500]
+    python -m bench.serving [--quick | --tiny] [--candidates 1200] [--history 50] [--long-history 500]
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
 import torch
 
-from bench.common import final_line, time_interleaved, write_results
+from bench.common import final_line, parser, time_interleaved, write_results
 from dmf_features.features.kernels.similarity import bucket_edges
 from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ModelConfig
@@ -26,6 +26,8 @@ from models.serving import DecoupledScorer, EarlyFusionScorer, Items
 DIMS = {"text": 384, "image": 1280, "fused": 1664}  # minilm, efficientnet-lite0, their concatenation
 IMAGE_SHARE = 0.3  # items with a poster, about as in MovieLens-posters
 VOCAB = 10_000
+NAME = "serving"
+REQUESTS = {"full": 200, "quick": 20, "tiny": 3}  # per scorer
 
 
 def random_items(count: int, g: torch.Generator) -> Items:
@@ -35,15 +37,15 @@ def random_items(count: int, g: torch.Generator) -> Items:
     return Items(torch.randint(1, VOCAB, (count,), generator=g), vectors, present)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20 requests per scorer instead of 200")
-    parser.add_argument("--candidates", type=int, default=1200)
-    parser.add_argument("--history", type=int, default=50, help="L: history items the attention reads")
-    parser.add_argument("--long-history", type=int, default=None,
-                        help="L_long: history items the similarity histograms count (default: L)")
-    args = parser.parse_args()
-    requests = 20 if args.quick else 200
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parser(NAME, __doc__, quick=f"{REQUESTS['quick']} requests per scorer instead of {REQUESTS['full']}",
+                     tiny=f"{REQUESTS['tiny']} requests per scorer")
+    options.add_argument("--candidates", type=int, default=1200)
+    options.add_argument("--history", type=int, default=50, help="L: history items the attention reads")
+    options.add_argument("--long-history", type=int, default=None,
+                         help="L_long: history items the similarity histograms count (default: L)")
+    args = options.parse_args(argv)
+    requests = REQUESTS[args.size]
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=VOCAB, vector_dim=DIMS["fused"], buckets=10, embedding_dim=64, attention_dim=64,
@@ -75,9 +77,10 @@ def main() -> None:
                 "requests_per_scorer": requests,
                 "torch_threads": 1, "model": {"embedding_dim": 64, "attention_dim": 64, "buckets": 10,
                                               "modalities": list(DIMS), "vector_dims": DIMS}}
-    write_results("serving", {"ratio": round(ratio, 3), "ratio_uncached": round(ratio_uncached, 3), **figures},
-                  settings, ["torch"], quick=args.quick)
-    print(final_line("serving", ratio, {
+    path = write_results(NAME, {"ratio": round(ratio, 3), "ratio_uncached": round(ratio_uncached, 3), **figures},
+                         settings, ["torch"], args)
+    print(f"results: {path}")
+    print(final_line(NAME, ratio, {
         "decoupled_rps": figures["decoupled"]["rps"], "early_fusion_rps": figures["early_fusion"]["rps"],
         "decoupled_p50_ms": figures["decoupled"]["p50_ms"], "decoupled_p99_ms": figures["decoupled"]["p99_ms"],
         "early_fusion_p50_ms": figures["early_fusion"]["p50_ms"], "early_fusion_p99_ms": figures["early_fusion"]["p99_ms"],

@@ -1,18 +1,20 @@
 """The embedding stage: `items` -> `item_embeddings` (one row per item, modality and encoder version)
 and a nearest-item index over the fused vectors.
 
-Encoders run inside an iterator pandas UDF, so each Python worker loads a model once and keeps it
+Encoders run inside an iterator Arrow UDF, so each Python worker loads a model once and keeps it
 for every batch of every task (`spark.python.worker.reuse`); images are decoded and resized there
-too. A run embeds only what is new: an (item, modality) whose input hash already has a vector
-for the current encoder version is skipped, a changed title or image is embedded again, and a new
-encoder version adds rows beside the old ones, so two versions can be compared.
+too; vectors leave the UDFs as Arrow buffers, never as a Python object per row. A run embeds only
+what is new: an (item, modality) whose input hash already has a vector for the current encoder
+version is skipped, a changed title or image is embedded again, and a new encoder version adds rows
+beside the old ones, so two versions can be compared.
 
 Every item with an input gets a vector or a quarantine row with the reason (see `images.py`,
 `empty_text`, `encoder_error`); a bad input never fails its batch or the job.
 
 The fused vector is the L2-normalised concatenation (or mean, for encoders sharing one space such
 as CLIP) of the item's modality vectors; a missing modality contributes zeros, so an item without
-a poster is still found by its title.
+a poster is still found by its title. The modality and fused vectors of a run are written by one
+merge: one commit to `item_embeddings` per run, none when nothing is new.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -36,15 +40,17 @@ from dmf_features.embedding.item_index import build_index
 from dmf_features.infra.config import Config, EmbeddingConfig, EncoderConfig
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
-from dmf_features.schemas import ITEM_EMBEDDINGS, ITEMS, QUARANTINE
+from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS, QUARANTINE
 
 EMPTY_TEXT = "empty_text"
 ENCODER_ERROR = "encoder_error"
-FUSED = "fused"
 _RESULT = StructType([
     StructField("vector", ArrayType(FloatType())), StructField("reason", StringType()),
     StructField("detail", StringType()),
 ])
+# Work per item relative to a poster, on a CPU: MiniLM on a title is about ten times cheaper than decoding
+# a poster and running EfficientNet-Lite0 on it, so a text task holds ten times as many items.
+_COST = {"image": 1.0, "text": 0.1}
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class EmbedReport:
     counts: list[ModalityCount]
     commits: list[CommitResult]
     index_path: str | None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of setup, embed, write and index
 
     def render(self) -> str:
         lines = ["embed:", "", f"  {'modality':<9}{'with input':>11}{'unchanged':>11}{'embedded':>10}"
@@ -120,77 +127,118 @@ def fused_version(cfg: EmbeddingConfig, plan_list: list[Plan]) -> str:
 def embed_items(
     spark: SparkSession, cfg: Config, lake: Lake, progress: Callable[[str], None] = print,
 ) -> EmbedReport:
+    clock = time.monotonic()
     progress("loading encoders")
     plan_list = plans(cfg.embedding)
     items = lake.read(spark, ITEMS.name)
     existing = lake.read(spark, ITEM_EMBEDDINGS.name) if lake.exists(ITEM_EMBEDDINGS.name) else None
-    total_items = items.count()
-    counts, vectors, rejected, cached = [], [], [], []
+    totals = items.agg(F.count("*").alias("items"), F.count("title").alias("text"), F.count("image").alias("image")).first()
+    counts, todo = [], {}
     for plan in plan_list:
-        count, result = _embed_modality(spark, items, existing, plan, cfg.embedding, total_items, progress)
-        counts.append(count)
-        if result is not None:
-            cached.append(result)
-            vectors.append(_vector_rows(result, plan))
-            rejected.append(_quarantine_rows(result, plan))
+        inputs = _inputs(items, plan.modality)
+        todo[plan.modality] = inputs if existing is None else _not_yet_embedded(inputs, existing, plan.version)
+        with_input = totals[plan.modality]
+        pending = with_input if existing is None else todo[plan.modality].count()
+        counts.append(ModalityCount(plan.modality, plan.version, with_input, unchanged=with_input - pending,
+                                    without_input=totals["items"] - with_input))
+    phases = {"setup": time.monotonic() - clock}
 
-    commits = []
-    if vectors:
-        progress("writing item_embeddings")
-        commits.append(lake.merge(_union(vectors), ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys,
-                                  partition_by=ITEM_EMBEDDINGS.partition_by, description="item vectors"))
-        if any(c.quarantined for c in counts):
-            commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys,
-                                      partition_by=QUARANTINE.partition_by))
-    fused = _fused_rows(lake.read(spark, ITEM_EMBEDDINGS.name), plan_list, cfg.embedding)
-    fused = fused.persist(StorageLevel.MEMORY_AND_DISK)  # counted, compared and written: computed once
-    cached.append(fused)
-    fused_count = ModalityCount(FUSED, fused_version(cfg.embedding, plan_list), fused.count())
-    fresh = _not_yet_embedded(fused, lake.read(spark, ITEM_EMBEDDINGS.name), fused_count.version)
-    fused_count.embedded = fresh.count()
-    fused_count.unchanged = fused_count.with_input - fused_count.embedded
-    fused_count.without_input = total_items - fused_count.with_input
+    clock, results = time.monotonic(), {}
+    for plan, count in zip(plan_list, counts):
+        if count.with_input == count.unchanged:
+            progress(f"{plan.modality}: nothing to embed ({count.with_input:,} items unchanged for {plan.version})")
+        else:
+            results[plan.modality] = _embed_modality(spark, todo[plan.modality], plan, cfg.embedding, count, progress)
+    phases["embed"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    # from here on the work per row is small: a task per core, not one per embedding task
+    new = [_vector_rows(results[p.modality], p).coalesce(_slots(spark)) for p in plan_list if p.modality in results]
+    fused, fused_count = _fused(existing, new, plan_list, cfg.embedding)
+    fused_count.without_input = totals["items"] - fused_count.with_input
     counts.append(fused_count)
-    if fused_count.embedded:
-        progress("writing fused vectors")
-        commits.append(lake.merge(fresh, ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys, description="fused vectors"))
-    for result in cached:
-        result.unpersist()
+    commits = []
+    if any(c.embedded for c in counts):  # one commit for every new vector, the fused ones included
+        progress("writing item_embeddings")
+        fresh = [fused.where("fresh").drop("fresh")] if fused_count.embedded else []
+        rows = _union(new + fresh).coalesce(_slots(spark))
+        commits.append(lake.merge(rows, ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys,
+                                  partition_by=ITEM_EMBEDDINGS.partition_by, description="item vectors"))
+    if any(c.quarantined for c in counts):
+        rejected = [_quarantine_rows(results[p.modality], p) for p in plan_list if p.modality in results]
+        commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys,
+                                  partition_by=QUARANTINE.partition_by))
+    for cached in (*results.values(), fused):
+        if cached is not None:
+            cached.unpersist()
     unbalanced = [c for c in counts if not c.balanced]
     if unbalanced:
         raise RuntimeError(f"embedding counts do not reconcile: {unbalanced}")
+    phases["write"] = time.monotonic() - clock
 
+    clock = time.monotonic()
     progress("building the nearest-item index")
     index_path = build_index(spark, lake, fused_count.version)
-    return EmbedReport(counts, commits, index_path)
+    phases["index"] = time.monotonic() - clock
+    return EmbedReport(counts, commits, index_path, phases)
 
 
 def _embed_modality(
-    spark: SparkSession, items: DataFrame, existing: DataFrame | None, plan: Plan, cfg: EmbeddingConfig,
-    total_items: int, progress: Callable[[str], None],
-) -> tuple[ModalityCount, DataFrame | None]:
-    """Embed what is new for `plan`; the result (cached) has item_id, input_hash, vector, reason, detail."""
-    inputs = _inputs(items, plan.modality)
-    with_input = inputs.count()
-    todo = inputs if existing is None else _not_yet_embedded(inputs, existing, plan.version)
-    pending = todo.count()
-    count = ModalityCount(plan.modality, plan.version, with_input, unchanged=with_input - pending,
-                          without_input=total_items - with_input)
-    if pending == 0:
-        progress(f"{plan.modality}: nothing to embed ({with_input:,} items unchanged for {plan.version})")
-        return count, None
-    tasks = max(1, math.ceil(pending / cfg.items_per_task))
+    spark: SparkSession, todo: DataFrame, plan: Plan, cfg: EmbeddingConfig, count: ModalityCount,
+    progress: Callable[[str], None],
+) -> DataFrame:
+    """Embed `todo` (cached: item_id, input_hash, vector, reason, detail) and fill in `count`'s outcomes."""
+    pending = count.with_input - count.unchanged
     result = (
-        todo.repartition(tasks)
+        todo.repartition(_task_count(pending, plan.modality, cfg, _slots(spark)))
         .select("item_id", "input_hash", _embedding_udf(plan, cfg)(F.col("input")).alias("r"))
         .select("item_id", "input_hash", "r.*")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with SparkProgress(spark, pending, f"embedding {plan.modality} with {plan.encoder}", progress):
-        outcomes = {r["reason"]: r["count"] for r in result.groupBy("reason").count().collect()}
-    count.embedded = outcomes.pop(None, 0)
-    count.quarantined = dict(sorted(outcomes.items()))
-    return count, result
+        rejected = Counter(r.reason for r in result.where("reason is not null").select("reason").collect())
+    count.quarantined = dict(sorted(rejected.items()))
+    count.embedded = pending - rejected.total()
+    return result
+
+
+def _slots(spark: SparkSession) -> int:
+    """Tasks that run at once: the cores, over the cores each task takes."""
+    context = spark.sparkContext
+    return max(1, context.defaultParallelism // int(context.getConf().get("spark.task.cpus", "1")))
+
+
+def _task_count(pending: int, modality: str, cfg: EmbeddingConfig, slots: int) -> int:
+    """Tasks of at most `items_per_task` posters' worth of work (`_COST`), in whole waves of `slots` (the
+    tasks that run at once) so that no core waits for the last one; but none smaller than one batch.
+    Every task has a fixed cost (a few tenths of a second here), which many small tasks pay over and over."""
+    waves = math.ceil(pending * _COST[modality] / (cfg.items_per_task * slots))
+    return max(1, min(waves * slots, pending // cfg.batch_size))
+
+
+def _fused(
+    existing: DataFrame | None, new: list[DataFrame], plan_list: list[Plan], cfg: EmbeddingConfig,
+) -> tuple[DataFrame | None, ModalityCount]:
+    """Fused vectors (cached, `fresh` where the table lacks them) of the modality vectors the table will hold
+    once `new` is merged into `existing`, and their count; nothing is read back after the merge."""
+    version = fused_version(cfg, plan_list)
+    count = ModalityCount(FUSED, version, 0)
+    if not new and existing is None:
+        return None, count
+    merged = existing
+    if new:  # a merge replaces a row with the same key, and keeps every other
+        vectors, keys = _union(new), list(ITEM_EMBEDDINGS.keys)
+        merged = vectors if existing is None else vectors.unionByName(existing.join(vectors.select(*keys), keys, "left_anti"))
+    fused = _fused_rows(merged, plan_list, cfg)
+    if existing is None:
+        fused = fused.withColumn("fresh", F.lit(True))
+    else:
+        have = existing.where(F.col("encoder_version") == version).select("item_id", "input_hash", F.lit(False).alias("fresh"))
+        fused = fused.join(have, ["item_id", "input_hash"], "left").withColumn("fresh", F.coalesce("fresh", F.lit(True)))
+    fused = fused.persist(StorageLevel.MEMORY_AND_DISK)  # counted, then merged: computed once
+    outcomes = {r["fresh"]: r["count"] for r in fused.groupBy("fresh").count().collect()}
+    count.with_input, count.embedded, count.unchanged = sum(outcomes.values()), outcomes.get(True, 0), outcomes.get(False, 0)
+    return fused, count
 
 
 def _vector_rows(result: DataFrame, plan: Plan) -> DataFrame:
@@ -233,8 +281,8 @@ def _union(frames: list[DataFrame]) -> DataFrame:
 def _embedding_udf(plan: Plan, cfg: EmbeddingConfig):
     spec, modality, batch_size, max_pixels, device = plan.spec, plan.modality, cfg.batch_size, cfg.max_image_pixels, cfg.device
 
-    @F.pandas_udf(_RESULT)
-    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    @F.arrow_udf(_RESULT)
+    def embed(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         import torch
         from pyspark import TaskContext
 
@@ -242,15 +290,15 @@ def _embedding_udf(plan: Plan, cfg: EmbeddingConfig):
         torch.set_num_threads(max(1, int(context.cpus() if context else os.cpu_count() or 1)))
         encoder = load_encoder(spec, device)  # cached per worker: loaded once, reused by every task
         for inputs in batches:
-            yield embed_batch(encoder, list(inputs), modality, batch_size, max_pixels)
+            yield embed_batch(encoder, inputs.to_pylist(), modality, batch_size, max_pixels)
 
     return embed
 
 
-def embed_batch(encoder: Encoder, inputs: list, modality: str, batch_size: int, max_pixels: int) -> pd.DataFrame:
-    """Vectors for the good inputs, a reason and detail for each bad one; never raises for input."""
+def embed_batch(encoder: Encoder, inputs: list, modality: str, batch_size: int, max_pixels: int) -> pa.StructArray:
+    """Vectors for the good inputs, a reason and detail for each bad one (`_RESULT`); never raises for input."""
     n = len(inputs)
-    vectors: list[np.ndarray | None] = [None] * n
+    vectors = np.zeros((n, encoder.dim), np.float32)
     reasons: list[str | None] = [None] * n
     details: list[str | None] = [None] * n
     ready: list[tuple[int, object]] = []
@@ -268,16 +316,16 @@ def embed_batch(encoder: Encoder, inputs: list, modality: str, batch_size: int, 
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         try:
-            out = encoder.embed([v for _, v in chunk])
-            for (i, _), vec in zip(chunk, out):
-                vectors[i] = vec
+            vectors[[i for i, _ in chunk]] = encoder.embed([v for _, v in chunk])
         except Exception:  # one bad input must not cost its batch: find it by embedding one at a time
             for i, value in chunk:
                 try:
                     vectors[i] = encoder.embed([value])[0]
                 except Exception as e:
                     reasons[i], details[i] = ENCODER_ERROR, f"{type(e).__name__}: {e}"[:200]
-    return pd.DataFrame({"vector": vectors, "reason": reasons, "detail": details})
+    vector = _list_array(vectors, missing=np.array([r is not None for r in reasons], bool))
+    return pa.StructArray.from_arrays([vector, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
+                                      names=_RESULT.fieldNames())
 
 
 def _fused_rows(embeddings: DataFrame, plan_list: list[Plan], cfg: EmbeddingConfig) -> DataFrame:
@@ -308,12 +356,22 @@ def fuse(parts: list[np.ndarray], fusion: str) -> np.ndarray:
 
 
 def _fuse_udf(dims: list[int], fusion: str):
-    @F.pandas_udf(ArrayType(FloatType()))
-    def fused(*columns: pd.Series) -> pd.Series:
-        parts = [
-            np.stack([np.zeros(d, np.float32) if v is None else np.asarray(v, np.float32) for v in column])
-            for column, d in zip(columns, dims)
-        ]
-        return pd.Series(list(fuse(parts, fusion)))
+
+    @F.arrow_udf(ArrayType(FloatType()))
+    def fused(*columns: pa.Array) -> pa.Array:
+        return _list_array(fuse([_matrix(column, d) for column, d in zip(columns, dims)], fusion))
 
     return fused
+
+
+def _list_array(matrix: np.ndarray, missing: np.ndarray | None = None) -> pa.ListArray:
+    """The rows of a float32 matrix as an Arrow list column (null where `missing`), built from its buffer."""
+    offsets = np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)
+    return pa.ListArray.from_arrays(offsets, matrix.ravel(), mask=None if missing is None else pa.array(missing))
+
+
+def _matrix(column: pa.ListArray, dim: int) -> np.ndarray:
+    """Vectors as an [n, dim] float32 matrix, zeros where there is none (null: the item lacks the modality)."""
+    matrix = np.zeros((len(column), dim), np.float32)
+    matrix[column.is_valid().to_numpy(zero_copy_only=False)] = column.flatten().to_numpy().reshape(-1, dim)
+    return matrix

@@ -31,13 +31,14 @@ from dmf_features.features.samples import (
 from dmf_features.features.user_sequences import user_sequence_rows
 from dmf_features.infra.config import Config, EmbeddingConfig
 from dmf_features.infra.dates import DateScope
+from dmf_features.infra.errors import PipelineError
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
 from dmf_features.infra.spark import session_conf
 from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES, Lineage
 
 
-class FeaturesError(RuntimeError):
+class FeaturesError(PipelineError):
     """The stage cannot run as configured, or its counts do not reconcile."""
 
 
@@ -52,6 +53,7 @@ class FeaturesReport:
     users_updated: int = 0
     commits: list[CommitResult] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of setup, samples and user_sequences
 
     @property
     def balanced(self) -> bool:
@@ -115,6 +117,8 @@ def build_features(
     finally:
         events.unpersist()
     report.seconds = time.monotonic() - started
+    # the rest: item vectors and bucket edges, events read and cached, the split counts
+    report.phases = {"setup": report.seconds - sum(report.phases.values()), **report.phases}
     return report
 
 
@@ -147,6 +151,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         # one task per day writes that day's file: the partitions stay one file each
         rows = with_features(samples, behaviours, vectors, shape, edges, cfg.spark.shuffle_partitions).repartition("date")
         total = report.events + report.negatives
+        started = time.monotonic()
         # rows per Arrow batch handed to the feature UDF: its memory is proportional to this
         with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \
                 SparkProgress(spark, total, "building samples", progress, unit="samples"):
@@ -155,6 +160,7 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
                                 lineage=lineage)
         report.commits.append(commit)
         report.samples_written = commit.rows_written
+        report.phases["samples"] = time.monotonic() - started
     finally:
         samples.unpersist()
     if not report.balanced:
@@ -162,7 +168,9 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
                             f"!= {report.samples_written:,} rows written")
 
     progress("merging user_sequences")
+    started = time.monotonic()
     report.commits.append(_merge_user_sequences(spark, cfg, lake, events, scope, vectors, lineage, progress))
+    report.phases["user_sequences"] = time.monotonic() - started
     sequences = report.commits[-1]  # a merge counts the rows it changed, a rebuild the rows it wrote
     report.users_updated = sequences.rows_changed if sequences.rows_changed is not None else sequences.rows_written
 

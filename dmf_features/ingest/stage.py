@@ -20,13 +20,14 @@ from pyspark.sql import functions as F
 
 from dmf_features.infra.config import Config
 from dmf_features.infra.dates import DateScope
+from dmf_features.infra.errors import PipelineError
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.ingest import quarantine as q
 from dmf_features.ingest.sources import movielens as ml
 from dmf_features.schemas import EVENTS, ITEMS, QUARANTINE
 
 
-class IngestError(RuntimeError):
+class IngestError(PipelineError):
     """Strict mode found bad records, or the counts did not reconcile."""
 
 

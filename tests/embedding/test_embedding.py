@@ -13,7 +13,7 @@ from dmf_features.embedding import images
 from dmf_features.embedding.item_index import ItemIndex
 from dmf_features.embedding.stage import EMPTY_TEXT, embed_items, fuse
 from dmf_features.infra.config import load_config
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.schemas import ITEMS
 from dmf_features.testing.tiny_clip import save_tiny_clip
 
@@ -70,7 +70,7 @@ embedding: {{batch_size: 4, items_per_task: 8}}
 def write_items(spark, lake, catalogue):
     rows = [(i, title, None, [], [], data, None, "ok" if data else "missing", None, None, "test")
             for i, (title, data, _) in catalogue.items()]
-    df = spark.createDataFrame(rows, ITEMS.schema).withColumn("image_sha256", F.sha2("image", 256)).withColumn(
+    df = spark.createDataFrame(rows, spark_schema(ITEMS)).withColumn("image_sha256", F.sha2("image", 256)).withColumn(
         "content_hash", F.sha2(F.concat_ws("|", "title", "image_sha256"), 256))
     lake.merge(df, ITEMS.name, ITEMS.keys)
 
