@@ -45,32 +45,18 @@ def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     rows = lake.read(spark, ITEM_EMBEDDINGS.name).where(
         (F.col("modality") == FUSED) & (F.col("encoder_version") == fused_version)
     ).join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
-    index: faiss.Index | None = None
-    ids: list[np.ndarray] = []
-    titles: list[str | None] = []
-    batch_ids, batch_vectors = [], []
-
-    def flush() -> None:
-        nonlocal index
-        if not batch_ids:
-            return
-        vectors = np.asarray(batch_vectors, dtype=np.float32)
-        if index is None:
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
-        index.add_with_ids(vectors, np.asarray(batch_ids, dtype=np.int64))
-        ids.append(np.asarray(batch_ids, dtype=np.int64))
-        batch_ids.clear()
-        batch_vectors.clear()
-
-    for row in rows.select("item_id", "vector", "title").toLocalIterator(prefetchPartitions=True):
-        batch_ids.append(row.item_id)
-        batch_vectors.append(row.vector)
-        titles.append(row.title)
-        if len(batch_ids) >= _BATCH:
-            flush()
-    flush()
-    if index is None:
+    # one Arrow transfer: the flat index holds every vector in memory anyway, and Arrow moves them
+    # several times faster than row-by-row iteration
+    table = rows.select("item_id", "vector", "title").toArrow()
+    if table.num_rows == 0:
         raise RuntimeError(f"no fused vectors of version {fused_version!r} to index")
+    item_ids = table.column("item_id").to_numpy().astype(np.int64)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.ascontiguousarray(np.asarray(flat, np.float32).reshape(len(item_ids), -1))
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    for start in range(0, len(item_ids), _BATCH):
+        index.add_with_ids(vectors[start:start + _BATCH], item_ids[start:start + _BATCH])
+    titles = table.column("title").to_pylist()
 
     slug = version_slug(fused_version)
     meta = {"version": fused_version, "items": int(index.ntotal), "dim": int(index.d),
@@ -79,7 +65,7 @@ def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         faiss.write_index(index, str(local / "index.faiss"))
-        pq.write_table(pa.table({"item_id": np.concatenate(ids), "title": titles}), local / "items.parquet")
+        pq.write_table(pa.table({"item_id": item_ids, "title": titles}), local / "items.parquet")
         (local / "meta.json").write_text(json.dumps(meta, indent=2))
         destination = f"{lake.root}/{FOLDER}/{slug}"
         _upload(local, destination)

@@ -35,9 +35,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from dmf_features.embedding import images
-from dmf_features.embedding.encoders import Encoder, EncoderSpec, load_encoder
+from dmf_features.embedding.encoders import Encoder, load_encoder
 from dmf_features.embedding.item_index import build_index
-from dmf_features.infra.config import Config, EmbeddingConfig, EncoderConfig
+from dmf_features.embedding.versions import Plan, fused_version, plans
+from dmf_features.infra.config import Config, EmbeddingConfig
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
 from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS, QUARANTINE
@@ -51,17 +52,6 @@ _RESULT = StructType([
 # Work per item relative to a poster, on a CPU: MiniLM on a title is about ten times cheaper than decoding
 # a poster and running EfficientNet-Lite0 on it, so a text task holds ten times as many items.
 _COST = {"image": 1.0, "text": 0.1}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One modality's encoder as the job uses it: what it is called, its version and width."""
-
-    modality: str
-    spec: EncoderSpec
-    encoder: str
-    version: str
-    dim: int
 
 
 @dataclass
@@ -101,27 +91,6 @@ class EmbedReport:
         if self.index_path:
             lines += ["", f"nearest-item index: {self.index_path}"]
         return "\n".join(lines)
-
-
-def plans(cfg: EmbeddingConfig) -> list[Plan]:
-    """Load the configured encoders once on the driver for their versions and widths."""
-    result = []
-    for modality in ("text", "image"):
-        encoder_cfg: EncoderConfig | None = getattr(cfg, modality)
-        if encoder_cfg is None:
-            continue
-        spec = EncoderSpec(kind=encoder_cfg.kind, path=encoder_cfg.path, max_tokens=encoder_cfg.max_tokens,
-                           batch_size=cfg.batch_size)
-        encoder = load_encoder(spec, device="cpu")
-        result.append(Plan(modality, spec, encoder.name, encoder.version, encoder.dim))
-    if cfg.fusion == "mean" and len({p.dim for p in result}) > 1:
-        raise ValueError(f"embedding.fusion 'mean' needs encoders of one width, got {[p.dim for p in result]}")
-    return result
-
-
-def fused_version(cfg: EmbeddingConfig, plan_list: list[Plan]) -> str:
-    parts = "+".join(p.version for p in plan_list)
-    return f"{cfg.fusion}({parts})"
 
 
 def embed_items(

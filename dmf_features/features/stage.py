@@ -18,6 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from dmf_features.embedding import encoder_versions
 from dmf_features.features.history_order import newest_first_window
 from dmf_features.features.item_vectors import load_item_vectors
 from dmf_features.features.kernels.similarity import FeatureShape, bucket_edges
@@ -29,13 +30,13 @@ from dmf_features.features.samples import (
     with_features,
 )
 from dmf_features.features.user_sequences import user_sequence_rows
-from dmf_features.infra.config import Config, EmbeddingConfig
+from dmf_features.infra.config import Config
 from dmf_features.infra.dates import DateScope
 from dmf_features.infra.errors import PipelineError
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
 from dmf_features.infra.spark import session_conf
-from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES, Lineage
+from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS, SAMPLES, USER_SEQUENCES, Lineage
 
 
 class FeaturesError(PipelineError):
@@ -73,16 +74,6 @@ class FeaturesReport:
             what = f"committed version {c.version}" if c.committed else f"no new version ({c.skipped_reason})"
             lines.append(f"  {c.table:<20} {what}")
         return "\n".join(lines)
-
-
-def encoder_versions(cfg: EmbeddingConfig) -> dict[str, str]:
-    """The item_embeddings version of each modality the configured encoders produce."""
-    from dmf_features.embedding.stage import fused_version, plans
-
-    plan_list = plans(cfg)
-    versions = {p.modality: p.version for p in plan_list}
-    versions[FUSED] = fused_version(cfg, plan_list)
-    return versions
 
 
 def build_features(

@@ -1,0 +1,48 @@
+"""Which encoder versions a config produces: the embedding stage writes them, and the feature stage
+reads the vectors of exactly these versions (no Spark: the encoders are loaded on the driver once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmf_features.embedding.encoders import EncoderSpec, load_encoder
+from dmf_features.infra.config import EmbeddingConfig, EncoderConfig
+from dmf_features.schemas import CONTENT_MODALITIES, FUSED
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One modality's encoder as the job uses it: what it is called, its version and width."""
+
+    modality: str
+    spec: EncoderSpec
+    encoder: str
+    version: str
+    dim: int
+
+
+def plans(cfg: EmbeddingConfig) -> list[Plan]:
+    """Load the configured encoders once on the driver for their versions and widths."""
+    result = []
+    for modality in CONTENT_MODALITIES:
+        encoder_cfg: EncoderConfig | None = getattr(cfg, modality)
+        if encoder_cfg is None:
+            continue
+        spec = EncoderSpec(kind=encoder_cfg.kind, path=encoder_cfg.path, max_tokens=encoder_cfg.max_tokens,
+                           batch_size=cfg.batch_size)
+        encoder = load_encoder(spec, device="cpu")
+        result.append(Plan(modality, spec, encoder.name, encoder.version, encoder.dim))
+    if cfg.fusion == "mean" and len({p.dim for p in result}) > 1:
+        raise ValueError(f"embedding.fusion 'mean' needs encoders of one width, got {[p.dim for p in result]}")
+    return result
+
+
+def fused_version(cfg: EmbeddingConfig, plan_list: list[Plan]) -> str:
+    parts = "+".join(p.version for p in plan_list)
+    return f"{cfg.fusion}({parts})"
+
+
+def encoder_versions(cfg: EmbeddingConfig) -> dict[str, str]:
+    """The item_embeddings version of each modality (fused included) the configured encoders produce."""
+    plan_list = plans(cfg)
+    return {**{p.modality: p.version for p in plan_list}, FUSED: fused_version(cfg, plan_list)}
