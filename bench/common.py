@@ -27,13 +27,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parser(name: str, description: str, quick: str, tiny: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: its size (full by default; `--quick` is what `make bench` runs,
     `--tiny` what the test that keeps every benchmark working runs) and where its results go."""
-    result = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    result = argparse.ArgumentParser(
+        prog=f"python -m bench.{name}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     size = result.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick", help=quick)
     size.add_argument("--tiny", dest="size", action="store_const", const="tiny", help=f"{tiny}; for tests only")
-    result.add_argument("--results-dir", type=Path, default=RESULTS,
-                        help="folder of the results file (default: bench/results)")
+    result.add_argument("--results-dir", type=Path, default=RESULTS, help="folder of the results file (default: bench/results)")
     result.set_defaults(size="full")
     return result
 
@@ -50,9 +50,7 @@ class Timing:
         return statistics.median(self.seconds)
 
 
-def time_interleaved(
-    calls: Mapping[str, Callable[[], Any]], repeats: int, warm_up: int = 1
-) -> dict[str, Timing]:
+def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int, warm_up: int = 1) -> dict[str, Timing]:
     """Run every call `repeats` times, round by round, reversing the order each round so that no
     side always runs first (warm caches, JIT, a noisy neighbour all get spread over both). The
     first `warm_up` rounds are run but not timed."""
@@ -92,7 +90,10 @@ def _cpu_model() -> str:
 
 
 def write_results(
-    name: str, figures: Mapping[str, Any], settings: Mapping[str, Any], packages: Iterable[str],
+    name: str,
+    figures: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    packages: Iterable[str],
     args: argparse.Namespace,
 ) -> Path:
     """Write `<name>.json` into `args.results_dir` (a `--quick` or `--tiny` run: `<name>.<size>.json`, not
@@ -119,8 +120,9 @@ def _commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

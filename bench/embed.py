@@ -63,8 +63,11 @@ class Size(NamedTuple):
     repeats: int
 
 
-SIZES = {"full": Size(posters=2_947, titles=9_742, repeats=2), "quick": Size(posters=128, titles=512, repeats=2),
-         "tiny": Size(posters=8, titles=64, repeats=1)}
+SIZES = {
+    "full": Size(posters=2_947, titles=9_742, repeats=2),
+    "quick": Size(posters=128, titles=512, repeats=2),
+    "tiny": Size(posters=8, titles=64, repeats=1),
+}
 
 
 class Item(NamedTuple):
@@ -75,8 +78,12 @@ class Item(NamedTuple):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick, tiny = SIZES["quick"], SIZES["tiny"]
-    options = parser(NAME, __doc__, quick=f"{quick.posters:,} posters and {quick.titles:,} titles, a few minutes",
-                     tiny=f"{tiny.posters} posters and {tiny.titles} titles, one timed run")
+    options = parser(
+        NAME,
+        __doc__,
+        quick=f"{quick.posters:,} posters and {quick.titles:,} titles, a few minutes",
+        tiny=f"{tiny.posters} posters and {tiny.titles} titles, one timed run",
+    )
     options.add_argument("--repeats", type=int, help=f"timed runs of each way (default {SIZES['full'].repeats})")
     return options.parse_args(argv)
 
@@ -88,22 +95,41 @@ def load_items(size: Size) -> list[Item]:
     posters = {int(path.stem): path for path in (DATASET / "posters").glob("*.jpg")}
     with_poster = sorted(posters)[: size.posters]
     without = [i for i in sorted(titles) if i not in posters][: size.titles - len(with_poster)]
-    return [Item(i, titles[i], posters[i].read_bytes()) for i in with_poster] + [
-        Item(i, titles[i], None) for i in without]
+    return [Item(i, titles[i], posters[i].read_bytes()) for i in with_poster] + [Item(i, titles[i], None) for i in without]
 
 
 def write_items(spark: SparkSession, lake: Lake, items: list[Item]) -> None:
-    rows = [(it.item_id, it.title, None, [], [], it.image, None, "ok" if it.image else "missing",
-             hashlib.sha256(it.image).hexdigest() if it.image else None, None, "movielens") for it in items]
+    rows = [
+        (
+            it.item_id,
+            it.title,
+            None,
+            [],
+            [],
+            it.image,
+            None,
+            "ok" if it.image else "missing",
+            hashlib.sha256(it.image).hexdigest() if it.image else None,
+            None,
+            "movielens",
+        )
+        for it in items
+    ]
     lake.write(spark.createDataFrame(rows, spark_schema(ITEMS)), ITEMS.name)
 
 
 def job_config(lake_uri: str, modality: str) -> Config:
     """conf/local.yaml on local[2] and CPU, with only `modality`'s encoder configured."""
-    return load_config(PROJECT / "conf" / "local.yaml", [
-        f"spark.master=local[{THREADS}]", f"lake.uri={lake_uri}", "embedding.device=cpu",
-        f"embedding.{modality}.kind={ENCODERS[modality]}", f"embedding.{OTHER[modality]}=",
-    ])
+    return load_config(
+        PROJECT / "conf" / "local.yaml",
+        [
+            f"spark.master=local[{THREADS}]",
+            f"lake.uri={lake_uri}",
+            "embedding.device=cpu",
+            f"embedding.{modality}.kind={ENCODERS[modality]}",
+            f"embedding.{OTHER[modality]}=",
+        ],
+    )
 
 
 def spark_run(spark: SparkSession, cfg: Config, n: int, phases: list[dict[str, float]]) -> Callable[[], int]:
@@ -132,7 +158,7 @@ def bare_run(encoder: Encoder, inputs: list[Any], modality: str, batch_size: int
     def run() -> int:
         count = 0
         for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start:start + batch_size]
+            chunk = inputs[start : start + batch_size]
             if modality == "image":
                 chunk = [images.decode(data, max_pixels).image for data in chunk]
             count += len(encoder.embed(chunk))
@@ -151,10 +177,13 @@ def measure(spark: SparkSession, lake_uri: str, items: list[Item], modality: str
     spec = EncoderSpec(kind=ENCODERS[modality], batch_size=cfg.embedding.batch_size)  # as `plans` builds it
     encoder = load_encoder(spec, device="cpu")
     phases: list[dict[str, float]] = []
-    timings = time_interleaved({
-        "spark": spark_run(spark, cfg, len(inputs), phases),
-        "bare": bare_run(encoder, inputs, modality, cfg.embedding.batch_size, cfg.embedding.max_image_pixels),
-    }, repeats)
+    timings = time_interleaved(
+        {
+            "spark": spark_run(spark, cfg, len(inputs), phases),
+            "bare": bare_run(encoder, inputs, modality, cfg.embedding.batch_size, cfg.embedding.max_image_pixels),
+        },
+        repeats,
+    )
     timed = phases[1:]  # the first is the warm-up run
     median = {phase: statistics.median(p[phase] for p in timed) for phase in timed[0]}
     bare_s = timings["bare"].median
@@ -181,8 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dmf-bench-embed-") as tmp:
         lake_uri = str(Path(tmp) / "lake")
         base = job_config(lake_uri, "image")
-        spark = get_spark(base.spark.model_copy(update={
-            "conf": {"spark.ui.enabled": "false", "spark.local.dir": tmp}}))
+        spark = get_spark(base.spark.model_copy(update={"conf": {"spark.ui.enabled": "false", "spark.local.dir": tmp}}))
         try:
             write_items(spark, Lake(base.lake), items)
             figures = measure(spark, lake_uri, items, "image", size.repeats)
@@ -191,9 +219,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             spark.stop()
     ratio = figures.pop("image_ratio")
     figures = {"ratio": ratio, **figures}
-    settings = {**size._asdict(), "spark_master": base.spark.master, "torch_threads": THREADS,
-                "batch_size": base.embedding.batch_size, "items_per_task": base.embedding.items_per_task,
-                "encoders": ENCODERS, "ratio_uses": "whole embed_items call"}
+    settings = {
+        **size._asdict(),
+        "spark_master": base.spark.master,
+        "torch_threads": THREADS,
+        "batch_size": base.embedding.batch_size,
+        "items_per_task": base.embedding.items_per_task,
+        "encoders": ENCODERS,
+        "ratio_uses": "whole embed_items call",
+    }
     path = write_results(NAME, figures, settings, PACKAGES, args)
     shown = {k: v for k, v in figures.items() if k != "ratio" and not k.endswith("_runs_s")}
     print(f"results: {path}")

@@ -75,8 +75,7 @@ DRIVER_MEMORY = "8g"
 PACKAGES = ("pyspark", "pandas", "numpy", "pyarrow", "deltalake", "faiss-cpu")
 DIMS = {"text": 384, "image": 1280}  # fused: their concatenation, 1,664
 IMAGE_MISSING = 0.3  # share of items without an image vector
-VERSIONS = {"text": "bench-random-text@384", "image": "bench-random-image@1280",
-            "fused": "bench-random-fused@1664"}
+VERSIONS = {"text": "bench-random-text@384", "image": "bench-random-image@1280", "fused": "bench-random-fused@1664"}
 USERS_PER_EVENT = 1 / 100
 REF_CHUNK_EVENTS = 100_000
 REF_SEED = 2024
@@ -100,12 +99,13 @@ class Plan(NamedTuple):
 
 
 PLANS = {
-    "full": Plan(sizes=(1_000_000, 10_000_000), scale_base=250_000, scale_factors=(1, 4, 16), items=5_000,
-                 reference_max_samples=2_000_000),
-    "quick": Plan(sizes=(20_000,), scale_base=1_250, scale_factors=(1, 4, 16), items=500,
-                  reference_max_samples=2_000_000),
-    "tiny": Plan(sizes=(1_000,), scale_base=1_000, scale_factors=(1,), items=100, reference_max_samples=2_000_000,
-                 warm_up=False),  # one lake, every step once
+    "full": Plan(
+        sizes=(1_000_000, 10_000_000), scale_base=250_000, scale_factors=(1, 4, 16), items=5_000, reference_max_samples=2_000_000
+    ),
+    "quick": Plan(sizes=(20_000,), scale_base=1_250, scale_factors=(1, 4, 16), items=500, reference_max_samples=2_000_000),
+    "tiny": Plan(
+        sizes=(1_000,), scale_base=1_000, scale_factors=(1,), items=100, reference_max_samples=2_000_000, warm_up=False
+    ),  # one lake, every step once
 }
 
 
@@ -126,36 +126,51 @@ def label(n: int) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick, tiny, full = PLANS["quick"], PLANS["tiny"], PLANS["full"]
-    options = parser(NAME, __doc__,
-                     quick=f"small sizes ({', '.join(map(label, quick.sizes))} events; scaling from "
-                           f"{label(quick.scale_base)}), a few minutes",
-                     tiny=f"{', '.join(map(label, tiny.sizes))} events, one lake, no warm-up")
-    options.add_argument("--sizes", nargs="+", type=parse_size,
-                         help="event counts for job vs reference (default 1M 10M; accepts 250k, 1M, ...)")
-    options.add_argument("--scale-base", type=parse_size,
-                         help=f"base size of the scaling run (default {label(full.scale_base)}); 0 skips it")
-    options.add_argument("--reference-max-samples", type=parse_size,
-                         help=f"above this many events the reference runs on a random subset of users "
-                              f"(default {label(full.reference_max_samples)})")
+    options = parser(
+        NAME,
+        __doc__,
+        quick=f"small sizes ({', '.join(map(label, quick.sizes))} events; scaling from {label(quick.scale_base)}), a few minutes",
+        tiny=f"{', '.join(map(label, tiny.sizes))} events, one lake, no warm-up",
+    )
+    options.add_argument(
+        "--sizes", nargs="+", type=parse_size, help="event counts for job vs reference (default 1M 10M; accepts 250k, 1M, ...)"
+    )
+    options.add_argument(
+        "--scale-base", type=parse_size, help=f"base size of the scaling run (default {label(full.scale_base)}); 0 skips it"
+    )
+    options.add_argument(
+        "--reference-max-samples",
+        type=parse_size,
+        help=f"above this many events the reference runs on a random subset of users "
+        f"(default {label(full.reference_max_samples)})",
+    )
     options.add_argument("--keep", action="store_true", help=f"keep {WORK} at the end (default: delete it)")
     return options.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------------------- inputs
 
+
 def job_config(n: int, items: int, shape: Shape) -> Config:
     """conf/synthetic.yaml on local[2]; a lake and a data folder of its own for `n` events."""
     folder = WORK / label(n)
-    return load_config(BASE_CONFIG, [
-        f"spark.master={MASTER}", f"spark.driver_memory={DRIVER_MEMORY}",
-        f"lake.uri={folder / 'lake'}", f"source.synthetic.output={folder / 'data'}",
-        f"source.synthetic.events={n}", f"source.synthetic.users={max(1, round(n * USERS_PER_EVENT))}",
-        f"source.synthetic.items={items}",
-        f"features.history_length={shape.history_length}",
-        f"features.long_history_length={shape.long_history_length}",
-        f"features.buckets={shape.buckets}", f"features.top_k={shape.top_k}",
-        *(f"features.encoder_versions.{m}={v}" for m, v in VERSIONS.items()),
-    ])
+    return load_config(
+        BASE_CONFIG,
+        [
+            f"spark.master={MASTER}",
+            f"spark.driver_memory={DRIVER_MEMORY}",
+            f"lake.uri={folder / 'lake'}",
+            f"source.synthetic.output={folder / 'data'}",
+            f"source.synthetic.events={n}",
+            f"source.synthetic.users={max(1, round(n * USERS_PER_EVENT))}",
+            f"source.synthetic.items={items}",
+            f"features.history_length={shape.history_length}",
+            f"features.long_history_length={shape.long_history_length}",
+            f"features.buckets={shape.buckets}",
+            f"features.top_k={shape.top_k}",
+            *(f"features.encoder_versions.{m}={v}" for m, v in VERSIONS.items()),
+        ],
+    )
 
 
 def random_vectors(item_ids: np.ndarray, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -181,11 +196,20 @@ def random_vectors(item_ids: np.ndarray, seed: int = 0) -> dict[str, tuple[np.nd
 def write_vectors(spark: SparkSession, lake: Lake, vectors: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     frames = []
     for modality, (ids, matrix) in vectors.items():
-        frames.append(pd.DataFrame({
-            "item_id": ids, "modality": modality, "encoder": "bench-random", "encoder_version": VERSIONS[modality],
-            "input_hash": [f"r{i}" for i in ids], "dim": np.int32(matrix.shape[1]), "vector": list(matrix),
-            "embedded_at": pd.Timestamp("2024-01-01", tz="UTC"),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "item_id": ids,
+                    "modality": modality,
+                    "encoder": "bench-random",
+                    "encoder_version": VERSIONS[modality],
+                    "input_hash": [f"r{i}" for i in ids],
+                    "dim": np.int32(matrix.shape[1]),
+                    "vector": list(matrix),
+                    "embedded_at": pd.Timestamp("2024-01-01", tz="UTC"),
+                }
+            )
+        )
     df = spark.createDataFrame(pd.concat(frames, ignore_index=True), spark_schema(ITEM_EMBEDDINGS))
     lake.write(df, ITEM_EMBEDDINGS.name, mode="overwrite", partition_by=ITEM_EMBEDDINGS.partition_by)
 
@@ -199,10 +223,11 @@ def prepare(spark: SparkSession, cfg: Config, say) -> tuple[Lake, dict, dict[str
     vectors = random_vectors(np.arange(1, cfg.source.synthetic.items + 1))
     write_vectors(spark, lake, vectors)
     events = lake.row_count(EVENTS.name)
-    say(f"prepared in {time.perf_counter() - start:.1f}s: {events:,} events kept of "
-        f"{cfg.source.synthetic.events:,} generated, {report.table_rows.get('items', 0):,} items")
-    return lake, vectors, {"events": events, "prepare_s": round(time.perf_counter() - start, 1),
-                           "ingest_s": round(ingest_s, 1)}
+    say(
+        f"prepared in {time.perf_counter() - start:.1f}s: {events:,} events kept of "
+        f"{cfg.source.synthetic.events:,} generated, {report.table_rows.get('items', 0):,} items"
+    )
+    return lake, vectors, {"events": events, "prepare_s": round(time.perf_counter() - start, 1), "ingest_s": round(ingest_s, 1)}
 
 
 def table_files(lake: Lake, table: str) -> list[dict[str, Any]]:
@@ -217,6 +242,7 @@ def drop_outputs(lake: Lake) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the job
+
 
 def run_job(spark: SparkSession, cfg: Config, lake: Lake, say) -> dict[str, Any]:
     """One timed full `build_features` call from a lake without `samples` and `user_sequences`."""
@@ -234,19 +260,24 @@ def run_job(spark: SparkSession, cfg: Config, lake: Lake, say) -> dict[str, Any]
     sequences_bytes = sum(f["size"] for f in table_files(lake, USER_SEQUENCES.name))
     n = report.samples_written
     return {
-        "samples": n, "s": round(seconds, 2), "per_s": round(n / seconds, 1),
+        "samples": n,
+        "s": round(seconds, 2),
+        "per_s": round(n / seconds, 1),
         "setup_s": round(report.phases["setup"], 2),  # vectors, events read + cached, split counts
         "samples_phase_s": round(samples_s, 2),  # features computed and `samples` written + committed
         "user_sequences_s": round(report.phases["user_sequences"], 2),  # user_sequences built and merged
         "samples_phase_per_s": round(n / samples_s, 1),
-        "samples_mb": round(samples_bytes / 1e6, 1), "samples_mb_per_s": round(samples_bytes / 1e6 / seconds, 2),
+        "samples_mb": round(samples_bytes / 1e6, 1),
+        "samples_mb_per_s": round(samples_bytes / 1e6 / seconds, 2),
         "samples_files": len(table_files(lake, SAMPLES.name)),
-        "user_sequences_rows": report.users_updated, "user_sequences_mb": round(sequences_bytes / 1e6, 1),
+        "user_sequences_rows": report.users_updated,
+        "user_sequences_mb": round(sequences_bytes / 1e6, 1),
         "load_avg_before": round(load, 2),
     }
 
 
 # ------------------------------------------------------------------------------------ the reference
+
 
 def read_events(lake: Lake) -> pa.Table:
     """The `events` table's rows (the columns the reference reads), from its Parquet files."""
@@ -265,8 +296,9 @@ def reference_subset(events: pa.Table, max_samples: int) -> tuple[pa.Table, floa
     return events.filter(pc.is_in(events.column("user_id"), pa.array(users[chosen]))), fraction
 
 
-def run_reference(lake: Lake, vectors: dict, shape: Shape, max_samples: int, check_users: np.ndarray | None,
-                  say) -> tuple[dict[str, Any], pd.DataFrame]:
+def run_reference(
+    lake: Lake, vectors: dict, shape: Shape, max_samples: int, check_users: np.ndarray | None, say
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Time `reference_features` over the (subset of) events, in chunks of whole users."""
     all_events = read_events(lake)
     total = all_events.num_rows
@@ -294,9 +326,15 @@ def run_reference(lake: Lake, vectors: dict, shape: Shape, max_samples: int, che
     edges = {m: bucket_edges(matrix, shape.buckets) for m, (_, matrix) in vectors.items()}
     for i, chunk in enumerate(chunks):
         start = time.perf_counter()
-        out = reference_features(chunk, vectors, history_length=shape.history_length,
-                                 long_history_length=shape.long_history_length, buckets=shape.buckets,
-                                 top_k=shape.top_k, bucket_edges=edges)
+        out = reference_features(
+            chunk,
+            vectors,
+            history_length=shape.history_length,
+            long_history_length=shape.long_history_length,
+            buckets=shape.buckets,
+            top_k=shape.top_k,
+            bucket_edges=edges,
+        )
         seconds += time.perf_counter() - start
         done += len(out)
         if check:
@@ -304,9 +342,15 @@ def run_reference(lake: Lake, vectors: dict, shape: Shape, max_samples: int, che
         del out
         if i % 5 == 4 or i == len(chunks) - 1:
             say(f"reference: {done:,} / {len(frame):,} samples in {seconds:.1f}s ({done / seconds:,.1f}/s)")
-    figures = {"samples": done, "of_samples": total, "user_fraction": round(fraction, 4),
-               "s": round(seconds, 2), "per_s": round(done / seconds, 1), "chunks": len(chunks),
-               "load_avg_before": round(load, 2)}
+    figures = {
+        "samples": done,
+        "of_samples": total,
+        "user_fraction": round(fraction, 4),
+        "s": round(seconds, 2),
+        "per_s": round(done / seconds, 1),
+        "chunks": len(chunks),
+        "load_avg_before": round(load, 2),
+    }
     return figures, (pd.concat(kept, ignore_index=True) if kept else pd.DataFrame())
 
 
@@ -322,8 +366,13 @@ def compare(spark: SparkSession, lake: Lake, expected: pd.DataFrame, users: np.n
     """Job rows vs reference rows of the check users: the same samples and, column by column, the same
     histories and features (similarities and histograms within 1e-5, everything else exactly)."""
     columns = [c for c in expected.columns if c not in ("user_id", "item_id", "event_time", "event_type", "label")]
-    got = (lake.read(spark, SAMPLES.name).where(F.col("user_id").isin([int(u) for u in users]))
-           .select(*columns).toPandas().set_index("sample_id"))
+    got = (
+        lake.read(spark, SAMPLES.name)
+        .where(F.col("user_id").isin([int(u) for u in users]))
+        .select(*columns)
+        .toPandas()
+        .set_index("sample_id")
+    )
     ref = expected.set_index("sample_id")
     both = ref.index.intersection(got.index)
     mismatches: dict[str, int] = {}
@@ -332,33 +381,38 @@ def compare(spark: SparkSession, lake: Lake, expected: pd.DataFrame, users: np.n
         for sid in both:
             a, b = np.asarray(got.at[sid, column]), np.asarray(ref.at[sid, column])
             if a.dtype.kind == "f" or b.dtype.kind == "f":
-                ok = a.shape == b.shape and np.allclose(a.astype(np.float64), b.astype(np.float64), atol=1e-5,
-                                                        equal_nan=True)
+                ok = a.shape == b.shape and np.allclose(a.astype(np.float64), b.astype(np.float64), atol=1e-5, equal_nan=True)
             else:
                 ok = a.shape == b.shape and np.array_equal(a, b)
             if ok:
                 continue
             kind = column
-            if column.endswith("_topk_ids") and _tie_order(got.at[sid, column.replace("ids", "sims")],
-                                                           ref.at[sid, column.replace("ids", "sims")], a, b):
+            if column.endswith("_topk_ids") and _tie_order(
+                got.at[sid, column.replace("ids", "sims")], ref.at[sid, column.replace("ids", "sims")], a, b
+            ):
                 kind = f"{column} (order of near-equal similarities)"
             mismatches[kind] = mismatches.get(kind, 0) + 1
             example.setdefault(kind, {"sample_id": sid, "job": a.tolist(), "reference": b.tolist()})
-    return {"check_users": len(users), "check_samples": len(both),
-            "check_same_sample_ids": set(got.index) == set(ref.index),
-            "check_mismatched_cells": mismatches, "check_examples": example}
+    return {
+        "check_users": len(users),
+        "check_samples": len(both),
+        "check_same_sample_ids": set(got.index) == set(ref.index),
+        "check_mismatched_cells": mismatches,
+        "check_examples": example,
+    }
 
 
 def _tie_order(job_sims, ref_sims, job_ids: np.ndarray, ref_ids: np.ndarray) -> bool:
     """Top-k lists that differ only in the order of items whose similarities agree to 1e-6: the job's
     float32 product and the reference's float64 product rounded to float32 can differ by one ulp, which
     decides the order of two near-equal similarities (the README fixes ties only for equal values)."""
-    return (sorted(job_ids.tolist()) == sorted(ref_ids.tolist())
-            and np.allclose(np.asarray(job_sims, np.float64), np.asarray(ref_sims, np.float64), atol=1e-6,
-                            equal_nan=True))
+    return sorted(job_ids.tolist()) == sorted(ref_ids.tolist()) and np.allclose(
+        np.asarray(job_sims, np.float64), np.asarray(ref_sims, np.float64), atol=1e-6, equal_nan=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------- run
+
 
 def blas_threads() -> int | None:
     try:
@@ -374,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = plan._replace(
         sizes=tuple(args.sizes or plan.sizes),
         scale_base=plan.scale_base if args.scale_base is None else args.scale_base,
-        reference_max_samples=args.reference_max_samples or plan.reference_max_samples)
+        reference_max_samples=args.reference_max_samples or plan.reference_max_samples,
+    )
     shape = Shape()
     scale_sizes = {plan.scale_base * f: f for f in plan.scale_factors} if plan.scale_base else {}
     all_sizes = sorted(set(plan.sizes) | set(scale_sizes))
@@ -386,8 +441,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     first = job_config(all_sizes[0], plan.items, shape)
-    spark = get_spark(first.spark.model_copy(update={"conf": {
-        "spark.ui.enabled": "false", "spark.local.dir": str(WORK / "spark-local")}}))
+    spark = get_spark(
+        first.spark.model_copy(update={"conf": {"spark.ui.enabled": "false", "spark.local.dir": str(WORK / "spark-local")}})
+    )
     jobs: dict[int, dict[str, Any]] = {}
     refs: dict[int, dict[str, Any]] = {}
     prep: dict[int, dict[str, Any]] = {}
@@ -411,8 +467,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         jobs[n] = run_job(spark, cfg, lake, say)
                         say(f"job {label(n)}: {jobs[n]}")
                     else:
-                        refs[n], expected = run_reference(lake, vectors, shape, plan.reference_max_samples,
-                                                          check_users, say)
+                        refs[n], expected = run_reference(lake, vectors, shape, plan.reference_max_samples, check_users, say)
                         say(f"reference {label(n)}: {refs[n]}")
                 refs[n] |= compare(spark, lake, expected, check_users)
                 del expected
@@ -436,35 +491,63 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = plan.scale_base
         for n, factor in scale_sizes.items():
             job = jobs[n]
-            figures |= {f"scale_{factor}x_{k}": job[k] for k in ("samples", "s", "per_s", "samples_mb",
-                                                                 "samples_mb_per_s", "setup_s",
-                                                                 "samples_phase_s", "user_sequences_s")}
+            figures |= {
+                f"scale_{factor}x_{k}": job[k]
+                for k in (
+                    "samples",
+                    "s",
+                    "per_s",
+                    "samples_mb",
+                    "samples_mb_per_s",
+                    "setup_s",
+                    "samples_phase_s",
+                    "user_sequences_s",
+                )
+            }
             figures[f"scale_{factor}x_events"] = n
         top = max(scale_sizes)
         figures["growth"] = round(jobs[top]["s"] / jobs[base]["s"] / scale_sizes[top], 4)
         figures["growth_per_sample"] = round(
-            (jobs[top]["s"] / jobs[top]["samples"]) / (jobs[base]["s"] / jobs[base]["samples"]), 4)
+            (jobs[top]["s"] / jobs[top]["samples"]) / (jobs[base]["s"] / jobs[base]["samples"]), 4
+        )
     largest = max(plan.sizes)
     ratio = figures[f"ratio_{label(largest)}"]
     figures = {"ratio": ratio, **figures, "total_wall_s": round(time.perf_counter() - began, 1)}
     settings = {
-        "sizes": list(plan.sizes), "scale_base": plan.scale_base, "scale_factors": list(plan.scale_factors),
-        "items": plan.items, "users": "events / 100", "days": first.source.synthetic.days,
+        "sizes": list(plan.sizes),
+        "scale_base": plan.scale_base,
+        "scale_factors": list(plan.scale_factors),
+        "items": plan.items,
+        "users": "events / 100",
+        "days": first.source.synthetic.days,
         "source": "synthetic generator (conf/synthetic.yaml) + dmf_features.ingest.ingest",
-        **shape._asdict(), "behaviour": "label = 1", "negatives_ratio": first.features.negatives.ratio,
-        "sequence_vectors": list(first.features.sequence_vectors), "batch_rows": first.features.batch_rows,
-        "spark_master": MASTER, "driver_memory": DRIVER_MEMORY, "shuffle_partitions": first.spark.shuffle_partitions,
-        "vectors": (f"random unit vectors written into item_embeddings (text {DIMS['text']}, image {DIMS['image']} "
-                    f"for {1 - IMAGE_MISSING:.0%} of items, fused {sum(DIMS.values())} = normalised [text, image]); "
-                    "the benchmark measures the feature stage, not the encoders"),
-        "job_time_covers": ("the whole build_features call (full build): item vectors loaded and broadcast, events "
-                            "read and cached, split counts, features computed and `samples` written to Delta, "
-                            "`user_sequences` merged; both tables removed before each call; one run per size"),
-        "reference_time_covers": ("reference_features calls only (bench/features_reference.py, one process, "
-                                  f"chunks of whole users of ~{REF_CHUNK_EVENTS:,} events), not reading the events "
-                                  "from the events table's Parquet files; output discarded"),
-        "reference_subset": (f"sizes above {plan.reference_max_samples:,} events: a fixed random share of users "
-                             f"(seed {REF_SEED}), all their events; ref_<size>_samples of ref_<size>_of_samples"),
+        **shape._asdict(),
+        "behaviour": "label = 1",
+        "negatives_ratio": first.features.negatives.ratio,
+        "sequence_vectors": list(first.features.sequence_vectors),
+        "batch_rows": first.features.batch_rows,
+        "spark_master": MASTER,
+        "driver_memory": DRIVER_MEMORY,
+        "shuffle_partitions": first.spark.shuffle_partitions,
+        "vectors": (
+            f"random unit vectors written into item_embeddings (text {DIMS['text']}, image {DIMS['image']} "
+            f"for {1 - IMAGE_MISSING:.0%} of items, fused {sum(DIMS.values())} = normalised [text, image]); "
+            "the benchmark measures the feature stage, not the encoders"
+        ),
+        "job_time_covers": (
+            "the whole build_features call (full build): item vectors loaded and broadcast, events "
+            "read and cached, split counts, features computed and `samples` written to Delta, "
+            "`user_sequences` merged; both tables removed before each call; one run per size"
+        ),
+        "reference_time_covers": (
+            "reference_features calls only (bench/features_reference.py, one process, "
+            f"chunks of whole users of ~{REF_CHUNK_EVENTS:,} events), not reading the events "
+            "from the events table's Parquet files; output discarded"
+        ),
+        "reference_subset": (
+            f"sizes above {plan.reference_max_samples:,} events: a fixed random share of users "
+            f"(seed {REF_SEED}), all their events; ref_<size>_samples of ref_<size>_of_samples"
+        ),
         "reference_blas_threads": blas_threads(),
         "ratio": f"job samples/s / reference samples/s at {label(largest)} events (goal >= 1)",
         "growth": "(time_16x / time_1x) / 16 of the whole build_features call (goal <= 1.2)",
@@ -474,27 +557,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"results: {path}")
     for n in plan.sizes:
         key, job, ref = label(n), jobs[n], refs[n]
-        subset = "" if ref["samples"] == ref["of_samples"] else \
-            f" (reference measured on {ref['samples']:,} samples of {ref['of_samples']:,})"
-        print(f"{key} events: job {job['per_s']:,.0f} samples/s ({job['samples']:,} in {job['s']:.1f}s: setup "
-              f"{job['setup_s']:.1f}s, samples {job['samples_phase_s']:.1f}s, user_sequences "
-              f"{job['user_sequences_s']:.1f}s), "
-              f"reference {ref['per_s']:,.0f} samples/s ({ref['samples']:,} in {ref['s']:.1f}s){subset}, "
-              f"ratio {job['per_s'] / ref['per_s']:.3f}")
+        subset = (
+            ""
+            if ref["samples"] == ref["of_samples"]
+            else f" (reference measured on {ref['samples']:,} samples of {ref['of_samples']:,})"
+        )
+        print(
+            f"{key} events: job {job['per_s']:,.0f} samples/s ({job['samples']:,} in {job['s']:.1f}s: setup "
+            f"{job['setup_s']:.1f}s, samples {job['samples_phase_s']:.1f}s, user_sequences "
+            f"{job['user_sequences_s']:.1f}s), "
+            f"reference {ref['per_s']:,.0f} samples/s ({ref['samples']:,} in {ref['s']:.1f}s){subset}, "
+            f"ratio {job['per_s'] / ref['per_s']:.3f}"
+        )
     for n, factor in scale_sizes.items():
         job = jobs[n]
-        print(f"scaling {factor:>2}x ({label(n)} events): {job['per_s']:,.0f} samples/s, {job['s']:.1f}s, "
-              f"samples {job['samples_mb']:,.1f} MB at {job['samples_mb_per_s']:.2f} MB/s")
+        print(
+            f"scaling {factor:>2}x ({label(n)} events): {job['per_s']:,.0f} samples/s, {job['s']:.1f}s, "
+            f"samples {job['samples_mb']:,.1f} MB at {job['samples_mb_per_s']:.2f} MB/s"
+        )
     ref_top = refs[largest]
     shown = {
-        "events": label(largest), "job_per_s": jobs[largest]["per_s"], "ref_per_s": ref_top["per_s"],
+        "events": label(largest),
+        "job_per_s": jobs[largest]["per_s"],
+        "ref_per_s": ref_top["per_s"],
         "ref_samples": f"{ref_top['samples']}/{ref_top['of_samples']}",
         **{f"ratio_{label(n)}": figures[f"ratio_{label(n)}"] for n in plan.sizes if n != largest},
     }
     if scale_sizes:
-        shown |= {"growth": figures["growth"],
-                  **{f"scale_{f}x_per_s": jobs[n]["per_s"] for n, f in scale_sizes.items()},
-                  f"mb_per_s_{max(scale_sizes.values())}x": jobs[max(scale_sizes)]["samples_mb_per_s"]}
+        shown |= {
+            "growth": figures["growth"],
+            **{f"scale_{f}x_per_s": jobs[n]["per_s"] for n, f in scale_sizes.items()},
+            f"mb_per_s_{max(scale_sizes.values())}x": jobs[max(scale_sizes)]["samples_mb_per_s"],
+        }
     shown["vectors"] = "random"
     print(final_line(NAME, ratio, shown))
 

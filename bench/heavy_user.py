@@ -41,8 +41,7 @@ class Size(NamedTuple):
     items: int
 
 
-SIZES = {"full": Size(10_000, 100_000, 200, 2_000), "quick": Size(2_000, 20_000, 200, 2_000),
-         "tiny": Size(200, 2_000, 20, 200)}
+SIZES = {"full": Size(10_000, 100_000, 200, 2_000), "quick": Size(2_000, 20_000, 200, 2_000), "tiny": Size(200, 2_000, 20, 200)}
 
 
 class WorkerPeak:
@@ -77,23 +76,31 @@ class WorkerPeak:
 
 def events_with_heavy_user(heavy_events: int, size: Size, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    users = np.concatenate([np.zeros(heavy_events, np.int64),
-                            np.repeat(np.arange(1, size.light_users + 1), LIGHT_EVENTS)])
+    users = np.concatenate([np.zeros(heavy_events, np.int64), np.repeat(np.arange(1, size.light_users + 1), LIGHT_EVENTS)])
     n = len(users)
-    frame = pd.DataFrame({
-        "user_id": users, "item_id": rng.integers(1, size.items + 1, n),
-        "event_time": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 30 * 86_400, n), unit="s"),
-        "label": rng.integers(0, 2, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": rng.integers(1, size.items + 1, n),
+            "event_time": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 30 * 86_400, n), unit="s"),
+            "label": rng.integers(0, 2, n),
+        }
+    )
     return frame.drop_duplicates(["user_id", "item_id", "event_time"]).reset_index(drop=True)
 
 
 def measure(spark, folder: Path, heavy_events: int, size: Size) -> dict:
-    cfg = load_config(PROJECT / "conf" / "local.yaml", [
-        f"lake.uri={folder / 'lake'}", "spark.master=local[2]", "spark.shuffle_partitions=2",
-        "features.encoder_versions=" + str(VERSIONS).replace("'", '"'),
-        "features.split.valid_from=2024-01-20", "features.split.test_from=2024-01-25",
-    ])
+    cfg = load_config(
+        PROJECT / "conf" / "local.yaml",
+        [
+            f"lake.uri={folder / 'lake'}",
+            "spark.master=local[2]",
+            "spark.shuffle_partitions=2",
+            "features.encoder_versions=" + str(VERSIONS).replace("'", '"'),
+            "features.split.valid_from=2024-01-20",
+            "features.split.test_from=2024-01-25",
+        ],
+    )
     lake = Lake(cfg.lake)
     events = events_with_heavy_user(heavy_events, size)
     write_events(spark, lake, events)
@@ -105,15 +112,24 @@ def measure(spark, folder: Path, heavy_events: int, size: Size) -> dict:
         report = build_features(spark, cfg, lake, progress=lambda _: None)
         seconds = time.perf_counter() - started
     assert report.balanced
-    return {"heavy_user_events": int((events.user_id == 0).sum()), "samples": report.samples_written,
-            "seconds": round(seconds, 1), "worker_peak_mib": round(peak.peak_kib / 1024, 1),
-            "batch_rows": cfg.features.batch_rows, "long_history_length": cfg.features.long_history_length}
+    return {
+        "heavy_user_events": int((events.user_id == 0).sum()),
+        "samples": report.samples_written,
+        "seconds": round(seconds, 1),
+        "worker_peak_mib": round(peak.peak_kib / 1024, 1),
+        "batch_rows": cfg.features.batch_rows,
+        "long_history_length": cfg.features.long_history_length,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     full, quick, tiny = SIZES["full"], SIZES["quick"], SIZES["tiny"]
-    options = parser(NAME, __doc__, quick=f"{quick.light:,} vs {quick.heavy:,} events instead of {full.light:,} vs "
-                                          f"{full.heavy:,}", tiny=f"{tiny.light:,} vs {tiny.heavy:,} events")
+    options = parser(
+        NAME,
+        __doc__,
+        quick=f"{quick.light:,} vs {quick.heavy:,} events instead of {full.light:,} vs {full.heavy:,}",
+        tiny=f"{tiny.light:,} vs {tiny.heavy:,} events",
+    )
     args = options.parse_args(argv)
     size = SIZES[args.size]
     spark = get_spark(load_config(PROJECT / "conf" / "local.yaml", ["spark.master=local[2]"]).spark)
@@ -121,13 +137,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = [measure(spark, Path(tmp) / str(n), n, size) for n in (size.light, size.heavy)]
     ratio = runs[1]["worker_peak_mib"] / runs[0]["worker_peak_mib"]
     figures = {"ratio": round(ratio, 3), "runs": runs}
-    path = write_results(NAME, figures, {**size._asdict(), "light_user_events": LIGHT_EVENTS,
-                                         "vector_dims": DIMS}, ["pyspark", "numpy", "faiss-cpu"], args)
+    path = write_results(
+        NAME,
+        figures,
+        {**size._asdict(), "light_user_events": LIGHT_EVENTS, "vector_dims": DIMS},
+        ["pyspark", "numpy", "faiss-cpu"],
+        args,
+    )
     print(f"results: {path}")
-    print(final_line(NAME, ratio, {
-        "light_events": runs[0]["heavy_user_events"], "heavy_events": runs[1]["heavy_user_events"],
-        "light_peak_mib": runs[0]["worker_peak_mib"], "heavy_peak_mib": runs[1]["worker_peak_mib"],
-        "heavy_seconds": runs[1]["seconds"]}))
+    print(
+        final_line(
+            NAME,
+            ratio,
+            {
+                "light_events": runs[0]["heavy_user_events"],
+                "heavy_events": runs[1]["heavy_user_events"],
+                "light_peak_mib": runs[0]["worker_peak_mib"],
+                "heavy_peak_mib": runs[1]["worker_peak_mib"],
+                "heavy_seconds": runs[1]["seconds"],
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,18 +46,25 @@ class Size(NamedTuple):
 
 # Full size: input partitions as a job's output has them after a shuffle (the project's default
 # spark.shuffle_partitions), and five rounds because the machines these run on are shared and noisy.
-SIZES = {"full": Size(rows=3_000_000, partitions=SparkConfig().shuffle_partitions, repeats=5),
-         "quick": Size(rows=300_000, partitions=2, repeats=3), "tiny": Size(rows=20_000, partitions=2, repeats=1)}
+SIZES = {
+    "full": Size(rows=3_000_000, partitions=SparkConfig().shuffle_partitions, repeats=5),
+    "quick": Size(rows=300_000, partitions=2, repeats=3),
+    "tiny": Size(rows=20_000, partitions=2, repeats=1),
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     full, quick, tiny = SIZES["full"], SIZES["quick"], SIZES["tiny"]
-    options = parser(NAME, __doc__,
-                     quick=f"a small run ({quick.rows:,} rows in {quick.partitions} input partitions), well under a minute",
-                     tiny=f"{tiny.rows:,} rows, one timed write of each kind")
+    options = parser(
+        NAME,
+        __doc__,
+        quick=f"a small run ({quick.rows:,} rows in {quick.partitions} input partitions), well under a minute",
+        tiny=f"{tiny.rows:,} rows, one timed write of each kind",
+    )
     options.add_argument("--rows", type=int, help=f"rows to write (default {full.rows:,}; {quick.rows:,} with --quick)")
-    options.add_argument("--repeats", type=int,
-                         help=f"timed writes of each kind per case (default {full.repeats}; {quick.repeats} with --quick)")
+    options.add_argument(
+        "--repeats", type=int, help=f"timed writes of each kind per case (default {full.repeats}; {quick.repeats} with --quick)"
+    )
     return options.parse_args(argv)
 
 
@@ -76,9 +83,11 @@ def events_frame(spark: SparkSession, rows: int, partitions: int) -> DataFrame:
         "source": "if(pmod(id, 10) = 0, 'synthetic', 'movielens')",
         "date": f"to_date({event_time})",
     }
-    df = spark.range(0, rows, numPartitions=partitions).select(
-        *(F.expr(exprs[f.name]).cast(f.dataType).alias(f.name) for f in spark_schema(EVENTS))
-    ).cache()
+    df = (
+        spark.range(0, rows, numPartitions=partitions)
+        .select(*(F.expr(exprs[f.name]).cast(f.dataType).alias(f.name) for f in spark_schema(EVENTS)))
+        .cache()
+    )
     df.count()
     return df
 
@@ -141,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = SIZES[args.size]
     size = size._replace(rows=args.rows or size.rows, repeats=args.repeats or size.repeats)
     with tempfile.TemporaryDirectory(prefix="dmf-bench-lake-write-") as tmp:
-        spark = get_spark(SparkConfig(
-            master="local[2]", driver_memory="4g",
-            conf={"spark.ui.enabled": "false", "spark.local.dir": tmp},
-        ))
+        spark = get_spark(
+            SparkConfig(
+                master="local[2]",
+                driver_memory="4g",
+                conf={"spark.ui.enabled": "false", "spark.local.dir": tmp},
+            )
+        )
         try:
             figures = run(spark, Path(tmp), size)
         finally:

@@ -32,8 +32,12 @@ FULL_MODELS = ("din", "din_multimodal", "modality_centric", "dmf", "dmf_no_conte
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    options = parser(NAME, __doc__, quick="DMF only, seed 0, 200 bootstrap resamples",
-                     tiny="DMF only, seed 0, on a tiny lake built in a temporary folder (no --config)")
+    options = parser(
+        NAME,
+        __doc__,
+        quick="DMF only, seed 0, 200 bootstrap resamples",
+        tiny="DMF only, seed 0, on a tiny lake built in a temporary folder (no --config)",
+    )
     options.add_argument("--config", type=Path, default=PROJECT / "conf" / "local.yaml")
     options.add_argument("--seeds", default="0,1,2")
     options.add_argument("--model", dest="models", action="append", help=f"default: {', '.join(FULL_MODELS)}")
@@ -48,8 +52,14 @@ def tiny_config(folder: Path) -> Path:
     from dmf_features.infra.spark import get_spark
     from dmf_features.testing.tiny_lake import build_tiny_lake
 
-    spark = get_spark(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="2g",
-                                  conf={"spark.ui.enabled": "false", "spark.local.dir": str(folder)}))
+    spark = get_spark(
+        SparkConfig(
+            master="local[2]",
+            shuffle_partitions=2,
+            driver_memory="2g",
+            conf={"spark.ui.enabled": "false", "spark.local.dir": str(folder)},
+        )
+    )
     try:
         return build_tiny_lake(spark, folder)
     finally:
@@ -65,15 +75,25 @@ def run_comparison(args: argparse.Namespace, config: Path) -> dict:
     overrides = ["evaluation.bootstrap_resamples=200"] if args.size == "quick" else []
     cfg = load_config(config, overrides)
     lake = cfg.lake.uri.rstrip("/")
-    evaluation = Evaluation(DataSource(f"{lake}/samples", f"{lake}/item_embeddings",
-                                       storage_options=dict(cfg.lake.storage_options) or None,
-                                       evaluation=cfg.evaluation))
+    evaluation = Evaluation(
+        DataSource(
+            f"{lake}/samples",
+            f"{lake}/item_embeddings",
+            storage_options=dict(cfg.lake.storage_options) or None,
+            evaluation=cfg.evaluation,
+        )
+    )
     small = args.size != "full"
     models = ["dmf"] if small else (args.models or list(FULL_MODELS))
     seeds = (0,) if small else tuple(int(s) for s in args.seeds.split(","))
-    return compare([load_model_spec(m) for m in models], list(BASELINES), evaluation,
-                   Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment), Path(cfg.root) / "reports" / "compare",
-                   seeds)
+    return compare(
+        [load_model_spec(m) for m in models],
+        list(BASELINES),
+        evaluation,
+        Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment),
+        Path(cfg.root) / "reports" / "compare",
+        seeds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -92,22 +112,40 @@ def record(args: argparse.Namespace, result: dict) -> None:
     baseline_auc = {name: overall[name]["auc"]["estimate"] for name in BASELINES if name in overall}
     best_baseline = max(baseline_auc, key=baseline_auc.get)
     ratio = overall["dmf"]["auc"]["estimate"] / baseline_auc[best_baseline]
-    settings = {"source": str(args.from_report) if args.from_report else "trained in this run",
-                "trained_at_commit": args.trained_at if args.from_report else "this commit",
-                "protocol": result["protocol"], "folds": result["folds"], "seeds": result["seeds"],
-                "samples_version": result["samples_version"]}
-    figures = {"ratio": round(ratio, 4), "best_baseline": best_baseline, "reference": result["reference"],
-               "subsets": result["subsets"]}
+    settings = {
+        "source": str(args.from_report) if args.from_report else "trained in this run",
+        "trained_at_commit": args.trained_at if args.from_report else "this commit",
+        "protocol": result["protocol"],
+        "folds": result["folds"],
+        "seeds": result["seeds"],
+        "samples_version": result["samples_version"],
+    }
+    figures = {
+        "ratio": round(ratio, 4),
+        "best_baseline": best_baseline,
+        "reference": result["reference"],
+        "subsets": result["subsets"],
+    }
     path = write_results(NAME, figures, settings, ["torch", "lightgbm", "scikit-learn"], args)
     report = args.from_report or Path(result["report"])
     shutil.copyfile(report.with_suffix(".png"), path.with_suffix(".png"))  # the figure the README shows
     print(f"results: {path}")
     diff = result["subsets"]["all"]["differences"][best_baseline]["auc"]
     cold = result["subsets"]["cold"]["models"]
-    print(final_line(NAME, ratio, {
-        "dmf_auc": overall["dmf"]["auc"]["estimate"], f"{best_baseline}_auc": baseline_auc[best_baseline],
-        "diff_low": diff["low"], "diff_high": diff["high"], "dmf_cold_auc": cold["dmf"]["auc"]["estimate"],
-        f"{best_baseline}_cold_auc": cold[best_baseline]["auc"]["estimate"]}))
+    print(
+        final_line(
+            NAME,
+            ratio,
+            {
+                "dmf_auc": overall["dmf"]["auc"]["estimate"],
+                f"{best_baseline}_auc": baseline_auc[best_baseline],
+                "diff_low": diff["low"],
+                "diff_high": diff["high"],
+                "dmf_cold_auc": cold["dmf"]["auc"]["estimate"],
+                f"{best_baseline}_cold_auc": cold[best_baseline]["auc"]["estimate"],
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

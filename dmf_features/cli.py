@@ -33,121 +33,165 @@ def _date(text: str) -> dt.date:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set spark.master=local[2] (repeatable)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set spark.master=local[2] (repeatable)",
+    )
     scoped = argparse.ArgumentParser(add_help=False)
     when = scoped.add_mutually_exclusive_group()
     when.add_argument("--date", type=_date, help="only events of this UTC day (YYYY-MM-DD); replaces that day")
     when.add_argument("--since", type=_date, help="events of this day and later; replaces those days")
-    scoped.add_argument("--strict", action="store_true", default=None,
-                        help="fail, writing nothing, if any record would be quarantined")
+    scoped.add_argument(
+        "--strict", action="store_true", default=None, help="fail, writing nothing, if any record would be quarantined"
+    )
 
-    parser = argparse.ArgumentParser(prog="dmf", description=_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="dmf", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
-        "run", parents=[common, scoped], help="the whole pipeline: ingest, validate, embed, features, train",
+        "run",
+        parents=[common, scoped],
+        help="the whole pipeline: ingest, validate, embed, features, train",
         description="Run every stage in order (ingest -> validate -> embed -> features -> train the DMF model of "
-                    "conf/train/dmf.yaml, seed 0, tracked in MLflow). Stops at the first failure.",
+        "conf/train/dmf.yaml, seed 0, tracked in MLflow). Stops at the first failure.",
     )
     ingest = commands.add_parser(
-        "ingest", parents=[common, scoped], help="raw sources -> items, events, quarantine Delta tables",
+        "ingest",
+        parents=[common, scoped],
+        help="raw sources -> items, events, quarantine Delta tables",
         description="Read the configured source (MovieLens-format folder or the synthetic generator), write "
-                    "items (merge), events (one partition per day) and quarantine (each rejected record with "
-                    "its reason), and print rows per table and quarantined rows by reason. Safe to re-run.",
+        "items (merge), events (one partition per day) and quarantine (each rejected record with "
+        "its reason), and print rows per table and quarantined rows by reason. Safe to re-run.",
     )
     validate = commands.add_parser(
-        "validate", parents=[common], help="run the Great Expectations gates on lake tables",
+        "validate",
+        parents=[common],
+        help="run the Great Expectations gates on lake tables",
         description="Check tables against their expectation suites; results go to the validation_results "
-                    "table and a JSON file. Exits 1 when any expectation fails, naming it and its column.",
+        "table and a JSON file. Exits 1 when any expectation fails, naming it and its column.",
     )
-    validate.add_argument("--table", dest="tables", action="append", metavar="TABLE",
-                          help="table to check (repeatable; default: quality.tables in the config)")
+    validate.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="TABLE",
+        help="table to check (repeatable; default: quality.tables in the config)",
+    )
 
     embed = commands.add_parser(
-        "embed", parents=[common], help="items -> item_embeddings (text, image, fused) and the nearest-item index",
+        "embed",
+        parents=[common],
+        help="items -> item_embeddings (text, image, fused) and the nearest-item index",
         description="Embed item titles and images with the configured pretrained encoders inside Spark pandas UDFs "
-                    "(GPU when visible), merge the vectors into item_embeddings keyed by item and encoder version, "
-                    "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
-                    "Only new or changed items are embedded.",
+        "(GPU when visible), merge the vectors into item_embeddings keyed by item and encoder version, "
+        "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
+        "Only new or changed items are embedded.",
     )
     features = commands.add_parser(
-        "features", parents=[common, scoped],
+        "features",
+        parents=[common, scoped],
         help="events + item_embeddings -> samples (histories, DMF similarity features) and user_sequences",
         description="Build the training set `samples`: every event in scope with its point-in-time behaviour "
-                    "history (strictly earlier events only), its split, sampled negatives when configured, and "
-                    "per modality (text, image, fused) the target-aware features: similarity and bucket per "
-                    "history position, the similarity histogram and the top-K most similar items of the long "
-                    "history. --date/--since rebuild only those days (histories still reach back). Then merge "
-                    "`user_sequences`, each user's latest history with its items' vectors, for serving. "
-                    "Settings: the `features` section of the config.",
+        "history (strictly earlier events only), its split, sampled negatives when configured, and "
+        "per modality (text, image, fused) the target-aware features: similarity and bucket per "
+        "history position, the similarity histogram and the top-K most similar items of the long "
+        "history. --date/--since rebuild only those days (histories still reach back). Then merge "
+        "`user_sequences`, each user's latest history with its items' vectors, for serving. "
+        "Settings: the `features` section of the config.",
     )
     train = commands.add_parser(
-        "train", parents=[common], help="train one model on samples (torch, no Spark), tracked in MLflow",
+        "train",
+        parents=[common],
+        help="train one model on samples (torch, no Spark), tracked in MLflow",
         description="Train a model of conf/train/<MODEL>.yaml on the latest `samples` (or --samples-version) "
-                    "with the item vectors it was built from, under the config's evaluation protocol "
-                    "(`evaluation:`; one model per fold, early-stopping on the fold's validation AUC); evaluate "
-                    "on the pooled test rows, overall and on cold-start and rare items, next to the item-mean "
-                    "baseline on the same rows; log params, lineage, per-epoch metrics, plots and the last "
-                    "fold's model to MLflow and register it. Browse with `make ui`.",
+        "with the item vectors it was built from, under the config's evaluation protocol "
+        "(`evaluation:`; one model per fold, early-stopping on the fold's validation AUC); evaluate "
+        "on the pooled test rows, overall and on cold-start and rare items, next to the item-mean "
+        "baseline on the same rows; log params, lineage, per-epoch metrics, plots and the last "
+        "fold's model to MLflow and register it. Browse with `make ui`.",
     )
     train.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--samples-version", type=int, help="train on this version of samples (default: latest)")
     compare = commands.add_parser(
-        "compare", parents=[common], help="train every model with several seeds and tabulate the results",
+        "compare",
+        parents=[common],
+        help="train every model with several seeds and tabulate the results",
         description="Fit the baselines (popularity, item mean, logistic regression on ids, LightGBM on the "
-                    "features) and train each spec of conf/train/ (or --model, repeatable) once per seed, as "
-                    "child runs of one MLflow parent run, under the config's evaluation protocol. Prints and "
-                    "writes to reports/compare/ (JSON, markdown, PNG) and to the parent run: AUC, GAUC and "
-                    "logloss with user-bootstrap 95%% intervals, overall and on cold-start and rare items, and "
-                    "each model's paired difference from --reference.",
+        "features) and train each spec of conf/train/ (or --model, repeatable) once per seed, as "
+        "child runs of one MLflow parent run, under the config's evaluation protocol. Prints and "
+        "writes to reports/compare/ (JSON, markdown, PNG) and to the parent run: AUC, GAUC and "
+        "logloss with user-bootstrap 95%% intervals, overall and on cold-start and rare items, and "
+        "each model's paired difference from --reference.",
     )
     compare.add_argument("--model", dest="models", action="append", help="a spec to include (default: all)")
-    compare.add_argument("--baseline", dest="baselines", action="append",
-                         help="a baseline to include (default: all of popularity, item_mean, logistic_ids, lightgbm)")
+    compare.add_argument(
+        "--baseline",
+        dest="baselines",
+        action="append",
+        help="a baseline to include (default: all of popularity, item_mean, logistic_ids, lightgbm)",
+    )
     compare.add_argument("--reference", default="dmf", help="the model others are compared with (default: %(default)s)")
-    compare.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")),
-                         help="comma-separated seeds (default: each spec's training.seeds)")
+    compare.add_argument(
+        "--seeds",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        help="comma-separated seeds (default: each spec's training.seeds)",
+    )
     compare.add_argument("--samples-version", type=int)
     tune = commands.add_parser(
-        "tune", parents=[common], help="choose a model's settings on validation AUC (grid search, MLflow)",
+        "tune",
+        parents=[common],
+        help="choose a model's settings on validation AUC (grid search, MLflow)",
         description="Train MODEL with every combination of the --grid values (one seed), as child runs of one "
-                    "MLflow parent run, under the config's evaluation protocol, and print the combination with "
-                    "the best mean validation AUC over the folds. Test metrics are logged but never used to "
-                    "choose. Put the winner into conf/train/MODEL.yaml.",
+        "MLflow parent run, under the config's evaluation protocol, and print the combination with "
+        "the best mean validation AUC over the folds. Test metrics are logged but never used to "
+        "choose. Put the winner into conf/train/MODEL.yaml.",
     )
     tune.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
-    tune.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
-                      help="a spec setting and its values, e.g. architecture.dropout=0.1,0.3 (repeatable)")
+    tune.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a spec setting and its values, e.g. architecture.dropout=0.1,0.3 (repeatable)",
+    )
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--samples-version", type=int)
     similar = commands.add_parser(
-        "similar", parents=[common], help="the items nearest to an item (fused vectors, cosine)",
+        "similar",
+        parents=[common],
+        help="the items nearest to an item (fused vectors, cosine)",
         description="Print the items most similar to ITEM_ID by their fused title+image vectors, from the index "
-                    "the embedding job built. Needs no Spark.",
+        "the embedding job built. Needs no Spark.",
     )
     similar.add_argument("item_id", type=int, metavar="ITEM_ID")
     similar.add_argument("-k", type=int, default=10, help="how many neighbours (default: %(default)s)")
 
     recommend = commands.add_parser(
-        "recommend", parents=[common], help="a user's top items from a registered DMF model (no Spark)",
+        "recommend",
+        parents=[common],
+        help="a user's top items from a registered DMF model (no Spark)",
         description="Score every catalog item the user has not interacted with for USER_ID with a registered "
-                    "model (MLflow registry), as a serving endpoint would: the user's history from "
-                    "user_sequences, the items' vectors of the versions the model was trained with, the "
-                    "decoupled scorer (or the early-fusion one for dmf_early_fusion). Prints the top K with "
-                    "titles and click probabilities.",
+        "model (MLflow registry), as a serving endpoint would: the user's history from "
+        "user_sequences, the items' vectors of the versions the model was trained with, the "
+        "decoupled scorer (or the early-fusion one for dmf_early_fusion). Prints the top K with "
+        "titles and click probabilities.",
     )
     recommend.add_argument("user_id", type=int, metavar="USER_ID")
     recommend.add_argument("-k", type=int, default=10, help="how many items (default: %(default)s)")
     recommend.add_argument("--model", default="dmf", help="registered model name (default: %(default)s)")
     recommend.add_argument("--version", default="latest", help="its version (default: %(default)s)")
 
-    lake = commands.add_parser("lake", help="inspect and maintain the Delta tables",
-                               description="Inspect and maintain the lake's Delta tables.")
+    lake = commands.add_parser(
+        "lake", help="inspect and maintain the Delta tables", description="Inspect and maintain the lake's Delta tables."
+    )
     lake_commands = lake.add_subparsers(dest="lake_command", required=True, metavar="ACTION")
-    lake_commands.add_parser("list", parents=[common], help="tables with their version, files and rows"
-                             ).set_defaults(func=_lake_list)
+    lake_commands.add_parser("list", parents=[common], help="tables with their version, files and rows").set_defaults(
+        func=_lake_list
+    )
     history = lake_commands.add_parser("history", parents=[common], help="the commits of a table, newest first")
     history.add_argument("table")
     history.add_argument("--limit", type=int, default=20)
@@ -156,16 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("table")
     optimize.set_defaults(func=_lake_optimize)
     vacuum = lake_commands.add_parser(
-        "vacuum", parents=[common], help="delete files no recent version uses (and orphans of killed jobs)")
+        "vacuum", parents=[common], help="delete files no recent version uses (and orphans of killed jobs)"
+    )
     vacuum.add_argument("table")
-    vacuum.add_argument("--retention-hours", type=int, default=168,
-                        help="keep files any version of the last H hours needs (default: %(default)s, "
-                             "so time travel within a week keeps working)")
+    vacuum.add_argument(
+        "--retention-hours",
+        type=int,
+        default=168,
+        help="keep files any version of the last H hours needs (default: %(default)s, "
+        "so time travel within a week keeps working)",
+    )
     vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     vacuum.set_defaults(func=_lake_vacuum)
-    for command, func in ((run, _run), (ingest, _ingest), (validate, _validate), (embed, _embed), (features, _features),
-                          (train, _train), (compare, _compare), (tune, _tune), (similar, _similar),
-                          (recommend, _recommend)):
+    for command, func in (
+        (run, _run),
+        (ingest, _ingest),
+        (validate, _validate),
+        (embed, _embed),
+        (features, _features),
+        (train, _train),
+        (compare, _compare),
+        (tune, _tune),
+        (similar, _similar),
+        (recommend, _recommend),
+    ):
         command.set_defaults(func=func)
     return parser
 
@@ -266,8 +324,9 @@ def _training_setup(args: argparse.Namespace, cfg: Config, progress: Callable[[s
 
     lake_root = cfg.lake.uri.rstrip("/")
     options = dict(cfg.lake.storage_options) or None
-    source = DataSource(f"{lake_root}/samples", f"{lake_root}/item_embeddings",
-                        getattr(args, "samples_version", None), options, cfg.evaluation)
+    source = DataSource(
+        f"{lake_root}/samples", f"{lake_root}/item_embeddings", getattr(args, "samples_version", None), options, cfg.evaluation
+    )
     return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
@@ -279,13 +338,20 @@ def _train(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     evaluation, tracker = _training_setup(args, cfg, progress)
     result = train_run(spec, getattr(args, "seed", 0), evaluation, tracker, progress)
     m = result.metrics
-    print(f"pooled test rows of {len(evaluation.folds)} fold(s): {int(m['test_samples']):,} "
-          f"({int(m['test_cold_samples']):,} of cold-start items)")
+    print(
+        f"pooled test rows of {len(evaluation.folds)} fold(s): {int(m['test_samples']):,} "
+        f"({int(m['test_cold_samples']):,} of cold-start items)"
+    )
     for name, prefix in ((spec.name, "test"), ("item mean (baseline)", "item_mean_test")):
-        print(f"  {name:<22} AUC {m[f'{prefix}_auc']:.4f}  GAUC {m[f'{prefix}_gauc']:.4f}  "
-              f"logloss {m[f'{prefix}_logloss']:.4f}  cold-start AUC {m[f'{prefix}_cold_auc']:.4f}")
-    print(f"MLflow run {result.run_id} (experiment {cfg.mlflow.experiment!r}); open the UI with `make ui` "
-          f"(mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}) and browse http://127.0.0.1:5000", flush=True)
+        print(
+            f"  {name:<22} AUC {m[f'{prefix}_auc']:.4f}  GAUC {m[f'{prefix}_gauc']:.4f}  "
+            f"logloss {m[f'{prefix}_logloss']:.4f}  cold-start AUC {m[f'{prefix}_cold_auc']:.4f}"
+        )
+    print(
+        f"MLflow run {result.run_id} (experiment {cfg.mlflow.experiment!r}); open the UI with `make ui` "
+        f"(mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}) and browse http://127.0.0.1:5000",
+        flush=True,
+    )
     return 0
 
 
@@ -301,8 +367,16 @@ def _compare(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown} (known: {', '.join(BASELINES)})")
     evaluation, tracker = _training_setup(args, cfg, progress)
-    result = compare(specs, args.baselines or list(BASELINES), evaluation, tracker,
-                     Path(cfg.root) / "reports" / "compare", args.seeds, args.reference, progress)
+    result = compare(
+        specs,
+        args.baselines or list(BASELINES),
+        evaluation,
+        tracker,
+        Path(cfg.root) / "reports" / "compare",
+        args.seeds,
+        args.reference,
+        progress,
+    )
     print(markdown(result), flush=True)
     return 0
 

@@ -15,8 +15,14 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 
 _TYPES: dict[str, pa.DataType] = {
-    "bigint": pa.int64(), "int": pa.int32(), "double": pa.float64(), "string": pa.string(),
-    "binary": pa.binary(), "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "binary": pa.binary(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
     "float": pa.float32(),
 }
 
@@ -24,14 +30,15 @@ _TYPES: dict[str, pa.DataType] = {
 def _type(kind: str) -> pa.DataType:
     kind = kind.lower()
     if kind.startswith("array<") and kind.endswith(">"):
-        return pa.list_(_type(kind[len("array<"):-1]))
+        return pa.list_(_type(kind[len("array<") : -1]))
     return _TYPES[kind]
 
 
 def _schema(columns: str) -> pa.Schema:
     """'name type, ...' in Spark SQL spelling; every column nullable, as Delta and Spark keep them."""
-    return pa.schema([pa.field(name, _type(kind), nullable=True)
-                      for name, kind in (column.split() for column in columns.split(","))])
+    return pa.schema(
+        [pa.field(name, _type(kind), nullable=True) for name, kind in (column.split() for column in columns.split(","))]
+    )
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,13 @@ FUSED: Modality = "fused"  # the items' multimodal vector: what models take for 
 # DMF's target-aware features, the same seven per modality, named `{modality}_{feature}`:
 # sim/mask/bucket over the short history (L), hist/hist_count over the long one, topk_* its K best.
 FEATURE_TYPES = {
-    "sim": "array<float>", "mask": "array<boolean>", "bucket": "array<int>", "hist": "array<float>",
-    "hist_count": "int", "topk_ids": "array<bigint>", "topk_sims": "array<float>",
+    "sim": "array<float>",
+    "mask": "array<boolean>",
+    "bucket": "array<int>",
+    "hist": "array<float>",
+    "hist_count": "int",
+    "topk_ids": "array<bigint>",
+    "topk_sims": "array<float>",
 }
 Feature = Literal["sim", "mask", "bucket", "hist", "hist_count", "topk_ids", "topk_sims"]
 FEATURES: tuple[Feature, ...] = get_args(Feature)
@@ -105,9 +117,7 @@ EVENTS = TableSpec(
 
 QUARANTINE = TableSpec(
     "quarantine",
-    _schema(
-        "record_id STRING, source STRING, reason STRING, detail STRING, raw STRING, target STRING"
-    ),
+    _schema("record_id STRING, source STRING, reason STRING, detail STRING, raw STRING, target STRING"),
     keys=("record_id",),
     partition_by=("target",),
 )

@@ -91,8 +91,7 @@ def logistic_ids(rows: FoldRows) -> BaselineFit:
 
     def one_hot(mask):
         columns = []
-        for known, ids, offset in ((users, rows.index.user_ids[mask], 0),
-                                   (items, rows.index.item_ids[mask], len(users))):
+        for known, ids, offset in ((users, rows.index.user_ids[mask], 0), (items, rows.index.item_ids[mask], len(users))):
             position, found = find_sorted(known, ids)
             columns.append(np.where(found, position + offset, -1))
         n = int(mask.sum())
@@ -113,13 +112,17 @@ def logistic_ids(rows: FoldRows) -> BaselineFit:
     return BaselineFit(best[1], best[2], search)
 
 
-def feature_matrix(samples: PinnedTable, index: SampleIndex, prior_stats: PriorStats,
-                   modalities: Sequence[str]) -> np.ndarray:
+def feature_matrix(samples: PinnedTable, index: SampleIndex, prior_stats: PriorStats, modalities: Sequence[str]) -> np.ndarray:
     """[rows, features] in the samples' row order (the order `SampleIndex.read` saw): summaries of
     the precomputed similarity features of each modality, the history length, and the point-in-time
     user and item statistics. NaN where a modality has no similarity (LightGBM handles missing)."""
-    columns = ["user_id", "item_id", "event_time", "hist_len",
-               *[feature_column(m, f) for m in modalities for f in ("sim", "hist", "hist_count", "topk_sims")]]
+    columns = [
+        "user_id",
+        "item_id",
+        "event_time",
+        "hist_len",
+        *[feature_column(m, f) for m in modalities for f in ("sim", "hist", "hist_count", "topk_sims")],
+    ]
     parts = []
     for records in samples.batches(columns, 65_536):
         parts.append(_features(records, prior_stats, modalities))
@@ -131,19 +134,30 @@ def feature_matrix(samples: PinnedTable, index: SampleIndex, prior_stats: PriorS
 
 def _features(records: pa.RecordBatch, prior_stats: PriorStats, modalities: Sequence[str]) -> np.ndarray:
     n = records.num_rows
-    out = [np.log1p(records.column("hist_len").to_numpy().astype(np.float32))[:, None],
-           prior_stats.features(records.column("user_id").to_numpy(), records.column("item_id").to_numpy(),
-                                epoch_seconds(records.column("event_time")))]
+    out = [
+        np.log1p(records.column("hist_len").to_numpy().astype(np.float32))[:, None],
+        prior_stats.features(
+            records.column("user_id").to_numpy(),
+            records.column("item_id").to_numpy(),
+            epoch_seconds(records.column("event_time")),
+        ),
+    ]
     with warnings.catch_warnings():  # a row without any similarity of a modality gives NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         for m in modalities:
             sims = list_matrix(records.column(feature_column(m, "sim")), n).astype(np.float32)
             topk = list_matrix(records.column(feature_column(m, "topk_sims")), n).astype(np.float32)
             covered = np.isfinite(sims).sum(axis=1)
-            out += [np.nanmean(sims, axis=1)[:, None], np.nanmax(sims, axis=1)[:, None], sims[:, :1],
-                    covered[:, None].astype(np.float32), list_matrix(records.column(feature_column(m, "hist")), n),
-                    np.log1p(records.column(feature_column(m, "hist_count")).to_numpy().astype(np.float32))[:, None],
-                    np.nanmean(topk, axis=1)[:, None], np.nanmax(topk, axis=1)[:, None]]
+            out += [
+                np.nanmean(sims, axis=1)[:, None],
+                np.nanmax(sims, axis=1)[:, None],
+                sims[:, :1],
+                covered[:, None].astype(np.float32),
+                list_matrix(records.column(feature_column(m, "hist")), n),
+                np.log1p(records.column(feature_column(m, "hist_count")).to_numpy().astype(np.float32))[:, None],
+                np.nanmean(topk, axis=1)[:, None],
+                np.nanmax(topk, axis=1)[:, None],
+            ]
     return np.concatenate([np.asarray(o, np.float32).reshape(n, -1) for o in out], axis=1)
 
 
@@ -156,20 +170,45 @@ def lightgbm_features(rows: FoldRows, features: np.ndarray, seed: int = 0) -> Ba
     y_train, y_valid = rows.index.labels[train], rows.index.labels[valid]
     best, search = None, []
     for leaves, rate, min_child in itertools.product((15, 63), (0.05,), (20, 100)):
-        params = {"objective": "binary", "num_leaves": leaves, "learning_rate": rate, "min_child_samples": min_child,
-                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-                  "seed": seed, "deterministic": True, "num_threads": 2, "verbosity": -1}
-        booster = lgb.train(params, lgb.Dataset(features[train], y_train), num_boost_round=1000,
-                            valid_sets=[lgb.Dataset(features[valid], y_valid)],
-                            callbacks=[lgb.early_stopping(50, verbose=False)])
+        params = {
+            "objective": "binary",
+            "num_leaves": leaves,
+            "learning_rate": rate,
+            "min_child_samples": min_child,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "seed": seed,
+            "deterministic": True,
+            "num_threads": 2,
+            "verbosity": -1,
+        }
+        booster = lgb.train(
+            params,
+            lgb.Dataset(features[train], y_train),
+            num_boost_round=1000,
+            valid_sets=[lgb.Dataset(features[valid], y_valid)],
+            callbacks=[lgb.early_stopping(50, verbose=False)],
+        )
         predicted = booster.predict(features[valid], num_iteration=booster.best_iteration)
-        search.append({"num_leaves": leaves, "learning_rate": rate, "min_child_samples": min_child,
-                       "rounds": booster.best_iteration, "valid_auc": auc(y_valid, predicted)})
+        search.append(
+            {
+                "num_leaves": leaves,
+                "learning_rate": rate,
+                "min_child_samples": min_child,
+                "rounds": booster.best_iteration,
+                "valid_auc": auc(y_valid, predicted),
+            }
+        )
         if best is None or search[-1]["valid_auc"] > best[0]:
             best = (search[-1]["valid_auc"], predicted, booster.predict(features[test], num_iteration=booster.best_iteration))
     return BaselineFit(best[1], best[2], search)
 
 
 BASELINES: dict[str, Callable[..., BaselineFit]] = {
-    "popularity": popularity, "item_mean": item_mean, "logistic_ids": logistic_ids, "lightgbm": lightgbm_features,
+    "popularity": popularity,
+    "item_mean": item_mean,
+    "logistic_ids": logistic_ids,
+    "lightgbm": lightgbm_features,
 }

@@ -13,8 +13,13 @@ from models.dmf import DMF, DMFEarlyFusion
 from models.layers import ArchitectureSpec, ModelConfig
 from models.prior_stats import CONTEXT_FEATURES
 
-MODEL_CLASSES = {"din": DIN, "din_multimodal": DINMultimodal, "modality_centric": ModalityCentric,
-                 "dmf": DMF, "dmf_early_fusion": DMFEarlyFusion}
+MODEL_CLASSES = {
+    "din": DIN,
+    "din_multimodal": DINMultimodal,
+    "modality_centric": ModalityCentric,
+    "dmf": DMF,
+    "dmf_early_fusion": DMFEarlyFusion,
+}
 TRAIN_CONF = Path(__file__).resolve().parent.parent / "conf" / "train"
 
 
@@ -36,16 +41,21 @@ class ModelSpec(_Spec):
     kind: Literal["din", "din_multimodal", "modality_centric", "dmf", "dmf_early_fusion"]
     architecture: ArchitectureSpec = ArchitectureSpec()
     training: TrainingSpec = TrainingSpec()
-    min_item_count: int = Field(
-        1, ge=1, description="items with fewer training samples share the unknown item's embedding")
+    min_item_count: int = Field(1, ge=1, description="items with fewer training samples share the unknown item's embedding")
     cold_start_max_interactions: int = Field(
-        5, ge=0, description="a test item with 1..this many training samples of its fold is rare (0: cold-start)")
+        5, ge=0, description="a test item with 1..this many training samples of its fold is rare (0: cold-start)"
+    )
 
     def build(self, vocab_size: int, vector_dim: int, buckets: int, top_k: int = 0):
         """The model for a vocabulary, vector width and the samples' B and K."""
-        cfg = ModelConfig(**self.architecture.model_dump(), vocab_size=vocab_size, vector_dim=vector_dim, buckets=buckets,
-                          context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0,
-                          top_k=top_k if self.architecture.top_similarities else 0)
+        cfg = ModelConfig(
+            **self.architecture.model_dump(),
+            vocab_size=vocab_size,
+            vector_dim=vector_dim,
+            buckets=buckets,
+            context_features=len(CONTEXT_FEATURES) if self.architecture.context else 0,
+            top_k=top_k if self.architecture.top_similarities else 0,
+        )
         return MODEL_CLASSES[self.kind](cfg)
 
 

@@ -53,8 +53,12 @@ class PinnedTable:
                 return Lineage.from_json(entry[LINEAGE_KEY])
         return None
 
-    def batches(self, columns: Sequence[str], batch_rows: int, files: Sequence[str] | None = None,
-                ) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self,
+        columns: Sequence[str],
+        batch_rows: int,
+        files: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
         for file in files or self.files:
             yield from pq.ParquetFile(_local(file)).iter_batches(batch_size=batch_rows, columns=list(columns))
 
@@ -134,9 +138,15 @@ def similarity_tensors(features: Mapping[str, Mapping[str, np.ndarray]]) -> dict
         "buckets": {m: torch.from_numpy(f["bucket"].astype(np.int64)) for m, f in features.items()},
         "sims": {m: torch.from_numpy(np.nan_to_num(f["sim"]).astype(np.float32)) for m, f in features.items()},
         "sim_hist": {m: torch.from_numpy(f["hist"].astype(np.float32)) for m, f in features.items()},
-        "sim_top": {m: torch.from_numpy(np.concatenate([
-            np.log1p(f["hist_count"].astype(np.float32))[:, None], np.nan_to_num(f["topk_sims"]).astype(np.float32)],
-            axis=1)) for m, f in features.items()},
+        "sim_top": {
+            m: torch.from_numpy(
+                np.concatenate(
+                    [np.log1p(f["hist_count"].astype(np.float32))[:, None], np.nan_to_num(f["topk_sims"]).astype(np.float32)],
+                    axis=1,
+                )
+            )
+            for m, f in features.items()
+        },
     }
 
 
@@ -146,9 +156,14 @@ def epoch_seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.cast(column, pa.int64()).to_numpy(), np.int64) // per_second
 
 
-def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequence[str],
-             vectors: ItemVectorTable | None, hist_vectors: bool = False,
-             prior_stats: PriorStats | None = None) -> CTRBatch:
+def to_batch(
+    records: pa.RecordBatch,
+    vocabulary: Vocabulary,
+    modalities: Sequence[str],
+    vectors: ItemVectorTable | None,
+    hist_vectors: bool = False,
+    prior_stats: PriorStats | None = None,
+) -> CTRBatch:
     """A `samples` record batch as model input: ids through the vocabulary, vectors looked up, and
     (with `prior_stats`) the user's and item's point-in-time statistics as context features."""
     n = records.num_rows
@@ -160,14 +175,16 @@ def to_batch(records: pa.RecordBatch, vocabulary: Vocabulary, modalities: Sequen
         target_ids=torch.from_numpy(vocabulary.index(targets)),
         hist_ids=torch.from_numpy(vocabulary.index(raw_hist) * mask),
         hist_mask=torch.from_numpy(mask),
-        **similarity_tensors({m: {f: _feature_array(records, feature_column(m, f), n) for f in MODEL_FEATURES}
-                              for m in modalities}),
+        **similarity_tensors(
+            {m: {f: _feature_array(records, feature_column(m, f), n) for f in MODEL_FEATURES} for m in modalities}
+        ),
         labels=torch.from_numpy(records.column("label").to_numpy().astype(np.float32)),
         item_ids=torch.from_numpy(targets.copy()),
     )
     if prior_stats is not None:
-        batch.context = torch.from_numpy(prior_stats.features(
-            records.column("user_id").to_numpy(), targets, epoch_seconds(records.column("event_time"))))
+        batch.context = torch.from_numpy(
+            prior_stats.features(records.column("user_id").to_numpy(), targets, epoch_seconds(records.column("event_time")))
+        )
     if vectors is not None:
         batch.target_vectors = torch.from_numpy(vectors.lookup(targets))
         if hist_vectors:

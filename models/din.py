@@ -33,8 +33,12 @@ class DIN(nn.Module):
         self.attention = DinAttention(width)
         self.head = MLP(2 * width + cfg.context_features, cfg.mlp, 1, cfg.dropout)
 
-    def represent(self, ids: torch.Tensor, vectors: torch.Tensor | None, rows: torch.Tensor | None = None,
-                  ) -> torch.Tensor:
+    def represent(
+        self,
+        ids: torch.Tensor,
+        vectors: torch.Tensor | None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[ID embedding, projected vector]; `rows` picks each position's vector from `vectors`."""
         embedded = self.items(ids)
         if self.vectors is None:

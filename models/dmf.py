@@ -36,8 +36,7 @@ class DMF(nn.Module):
         d, a = cfg.embedding_dim, cfg.attention_dim
         self.items = nn.Embedding(cfg.vocab_size, d)
         # the target's own content: a cold item is scored by what it is, not by the shared rare-item ID
-        self.target_content = nn.Linear(cfg.vector_dim, d, bias=False) if cfg.target_content and cfg.vector_dim \
-            else None
+        self.target_content = nn.Linear(cfg.vector_dim, d, bias=False) if cfg.target_content and cfg.vector_dim else None
         self.query = nn.Linear(d, a, bias=False)
         self.key = nn.Linear(self._key_inputs(), a, bias=False)
         self.value = nn.Linear(self._key_inputs(), a, bias=False)
@@ -68,22 +67,23 @@ class DMF(nn.Module):
         embedded = self.items(hist_ids)
         return self.key(embedded), self.value(embedded)
 
-    def keys_values(self, hist_ids: torch.Tensor, buckets: dict[str, torch.Tensor],
-                    sims: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys_values(
+        self, hist_ids: torch.Tensor, buckets: dict[str, torch.Tensor], sims: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.history_projections(hist_ids)
         if self.bucket_keys is not None:
             keys = keys + self.bucket_keys(buckets)
             values = values + self.bucket_values(buckets)
         return keys, values
 
-    def attend(self, target: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-               mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, target: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         query = self.query(target).unsqueeze(-2)
         scores = (query * keys).sum(dim=-1) / math.sqrt(self.cfg.attention_dim)
         return masked_attention(scores, values, mask)
 
-    def combine(self, target: torch.Tensor, id_interest: torch.Tensor, batch: CTRBatch,
-                item_terms: torch.Tensor | None = None) -> torch.Tensor:
+    def combine(
+        self, target: torch.Tensor, id_interest: torch.Tensor, batch: CTRBatch, item_terms: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Complementary Modality Modeling: the ID interest with the modality-centric one
         (`item_terms`: the targets' precomputed `SimilarityHistograms.item_term`, if a scorer has them)."""
         if self.modality_path is None:

@@ -32,7 +32,6 @@ from models.train import Predictions, fit, predict, seed_everything
 PRELOAD_BYTES = 2 << 30
 
 
-
 @dataclass(frozen=True)
 class DataSource:
     samples_uri: str
@@ -49,14 +48,18 @@ class Evaluation:
         try:
             self.samples = PinnedTable.open(source.samples_uri, source.samples_version, source.storage_options)
         except LookupError as e:
-            hint = "" if source.samples_version is not None else \
-                ": build samples with `dmf features` (after `dmf ingest` and `dmf embed`)"
+            hint = (
+                ""
+                if source.samples_version is not None
+                else ": build samples with `dmf features` (after `dmf ingest` and `dmf embed`)"
+            )
             raise LookupError(f"{e}{hint}") from None
         self.lineage = self.samples.lineage()
         if not self.lineage:
             raise LookupError(f"samples version {self.samples.version} has no lineage: rebuild it with `dmf features`")
-        self.embeddings = PinnedTable.open(source.item_embeddings_uri, self.lineage.item_embeddings_version,
-                                           source.storage_options)
+        self.embeddings = PinnedTable.open(
+            source.item_embeddings_uri, self.lineage.item_embeddings_version, source.storage_options
+        )
         self.config = source.evaluation
         self.index = SampleIndex.read(self.samples)
         self.folds = resolve_folds(self.config, self.index.user_ids, self.index.seconds)
@@ -79,8 +82,7 @@ class Evaluation:
 
     @cached_property
     def vectors(self) -> ItemVectorTable:
-        return ItemVectorTable.load(self.embeddings, TARGET_VECTOR_MODALITY,
-                                    self.lineage.item_vectors[TARGET_VECTOR_MODALITY])
+        return ItemVectorTable.load(self.embeddings, TARGET_VECTOR_MODALITY, self.lineage.item_vectors[TARGET_VECTOR_MODALITY])
 
     def rows(self, fold: Fold) -> FoldRows:
         if fold.name not in self._rows:
@@ -111,13 +113,13 @@ class Evaluation:
     def subsets(self, max_interactions: int) -> dict[str, np.ndarray]:
         """all; cold: the target never was a training row of its fold; rare: 1..max_interactions times."""
         counts = self.test_train_counts
-        return {"all": np.ones(len(counts), bool), "cold": counts == 0,
-                "rare": (counts >= 1) & (counts <= max_interactions)}
+        return {"all": np.ones(len(counts), bool), "cold": counts == 0, "rare": (counts >= 1) & (counts <= max_interactions)}
 
     def pooled_predictions(self, probabilities: np.ndarray) -> Predictions:
         rows = self.test_rows
-        return Predictions(self.index.user_ids[rows], self.index.item_ids[rows], self.index.labels[rows].astype(float),
-                           probabilities)
+        return Predictions(
+            self.index.user_ids[rows], self.index.item_ids[rows], self.index.labels[rows].astype(float), probabilities
+        )
 
     def check_no_leakage(self, fold: Fold) -> None:
         """Under a global-timeline protocol no test row may be older than a training row of its fold."""
@@ -126,8 +128,10 @@ class Evaluation:
         rows = self.rows(fold)
         train_times, test_times = self.index.seconds[rows.mask(TRAIN)], self.index.seconds[rows.mask(TEST)]
         if len(train_times) and len(test_times) and test_times.min() <= train_times.max():
-            raise AssertionError(f"{fold.name}: a test row at {test_times.min()} is not later than a training row "
-                                 f"at {train_times.max()}: the protocol leaks the future")
+            raise AssertionError(
+                f"{fold.name}: a test row at {test_times.min()} is not later than a training row "
+                f"at {train_times.max()}: the protocol leaks the future"
+            )
 
 
 @dataclass
@@ -139,41 +143,64 @@ class RunResult:
     probabilities: np.ndarray | None = None  # pooled test rows
 
 
-def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Tracker,
-              progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
+def train_run(
+    spec: ModelSpec,
+    seed: int,
+    evaluation: Evaluation,
+    tracker: Tracker,
+    progress: Callable[[str], None] = print,
+    parent_run_id: str | None = None,
+) -> RunResult:
     """One model per fold; pooled test predictions; the last fold's model (most data) is logged and registered."""
     seed_everything(seed)
     modalities = spec.architecture.modalities
     vectors = evaluation.vectors if spec.kind != "din" else None
-    progress(f"{spec.name} (seed {seed}): samples v{evaluation.samples.version}, "
-             f"item_embeddings v{evaluation.embeddings.version}, {len(evaluation.folds)} fold(s)")
+    progress(
+        f"{spec.name} (seed {seed}): samples v{evaluation.samples.version}, "
+        f"item_embeddings v{evaluation.embeddings.version}, {len(evaluation.folds)} fold(s)"
+    )
     with tracker.run(f"{spec.name}-seed{seed}", parent_run_id) as run:
-        run.log_setup(spec, seed, evaluation.lineage, evaluation.samples.version, evaluation.embeddings.version,
-                      describe(evaluation.folds))
+        run.log_setup(
+            spec, seed, evaluation.lineage, evaluation.samples.version, evaluation.embeddings.version, describe(evaluation.folds)
+        )
         started, test_parts, best_epochs, best_valid = time.perf_counter(), [], [], []
         for fold in evaluation.folds:
             evaluation.check_no_leakage(fold)
             rows = evaluation.rows(fold)
             items = training_items(evaluation.index, fold, spec.min_item_count)
-            model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets,
-                               evaluation.lineage.top_k)
+            model = spec.build(len(items.vocabulary), vectors.dim if vectors else 0, evaluation.buckets, evaluation.lineage.top_k)
             context = rows.prior_stats if spec.architecture.context else None
 
             def reader(split: str, shuffle: bool, fold=fold, items=items, model=model, context=context) -> SplitReader:
-                return SplitReader(evaluation.samples, fold, split, spec.training.batch_size, items.vocabulary,
-                                   modalities, vectors, hist_vectors=getattr(model, "needs_hist_vectors", False),
-                                   prior_stats=context, preloaded=evaluation.preloaded,
-                                   shuffle_seed=seed if shuffle else None)
+                return SplitReader(
+                    evaluation.samples,
+                    fold,
+                    split,
+                    spec.training.batch_size,
+                    items.vocabulary,
+                    modalities,
+                    vectors,
+                    hist_vectors=getattr(model, "needs_hist_vectors", False),
+                    prior_stats=context,
+                    preloaded=evaluation.preloaded,
+                    shuffle_seed=seed if shuffle else None,
+                )
 
             train, valid, test = reader("train", True), reader("valid", False), reader("test", False)
 
             def on_epoch(epoch: int, metrics: dict[str, float], fold=fold) -> None:
                 run.log_metrics({f"{fold.name}.{k}": v for k, v in metrics.items()}, step=epoch)
-                progress(f"  {fold.name} epoch {epoch}: " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in metrics.items() if k in _SHOWN))
+                progress(f"  {fold.name} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in _SHOWN))
 
-            fitted = fit(model, lambda train=train: train, lambda valid=valid: valid, spec.training, on_epoch,
-                         train_batches=-(-items.rows // spec.training.batch_size), monitor=lambda test=test: test)
+            fitted = fit(
+                model,
+                lambda train=train: train,
+                lambda valid=valid: valid,
+                spec.training,
+                on_epoch,
+                train_batches=-(-items.rows // spec.training.batch_size),
+                monitor=lambda test=test: test,
+            )
             best_epochs.append(fitted.best_epoch)
             best_valid.append(fitted.history[fitted.best_epoch - 1]["valid_auc"] if fitted.best_epoch else np.nan)
             predicted = predict(model, test)
@@ -182,24 +209,29 @@ def train_run(spec: ModelSpec, seed: int, evaluation: Evaluation, tracker: Track
                 raise RuntimeError(f"{fold.name}: the test reader's rows differ from the index's")
             test_parts.append(predicted.probabilities)
         probabilities = evaluation.pooled_test(test_parts)
-        metrics = {**_subset_metrics(evaluation, probabilities, spec.cold_start_max_interactions),
-                   **_item_mean_metrics(evaluation, spec.cold_start_max_interactions),
-                   "train_seconds": time.perf_counter() - started, "best_epoch_mean": float(np.mean(best_epochs)),
-                   "valid_auc_mean": float(np.mean(best_valid))}  # what a hyper-parameter search may look at
+        metrics = {
+            **_subset_metrics(evaluation, probabilities, spec.cold_start_max_interactions),
+            **_item_mean_metrics(evaluation, spec.cold_start_max_interactions),
+            "train_seconds": time.perf_counter() - started,
+            "best_epoch_mean": float(np.mean(best_epochs)),
+            "valid_auc_mean": float(np.mean(best_valid)),
+        }  # what a hyper-parameter search may look at
         run.log_metrics(metrics)
         subsets = evaluation.subsets(spec.cold_start_max_interactions)
         run.log_evaluation(evaluation.pooled_predictions(probabilities), subsets["cold"])
         example = next(evaluation.samples.batches(sample_columns(modalities), 5))
-        run.log_model(model, spec, items.vocabulary, vectors, example, evaluation.lineage,
-                      context if spec.architecture.context else None)
+        run.log_model(
+            model, spec, items.vocabulary, vectors, example, evaluation.lineage, context if spec.architecture.context else None
+        )
         return RunResult(spec.name, seed, run.run_id, metrics, probabilities)
 
 
 _SHOWN = ("train_loss", "train_auc", "valid_auc", "test_auc", "train_samples_per_s")
 
 
-def _subset_metrics(evaluation: Evaluation, probabilities: np.ndarray, max_interactions: int,
-                    prefix: str = "test") -> dict[str, float]:
+def _subset_metrics(
+    evaluation: Evaluation, probabilities: np.ndarray, max_interactions: int, prefix: str = "test"
+) -> dict[str, float]:
     predictions = evaluation.pooled_predictions(probabilities)
     out = {}
     for subset, mask in evaluation.subsets(max_interactions).items():
@@ -210,21 +242,29 @@ def _subset_metrics(evaluation: Evaluation, probabilities: np.ndarray, max_inter
 
 def _item_mean_metrics(evaluation: Evaluation, max_interactions: int) -> dict[str, float]:
     """The one-line baseline on the same pooled test rows, so every run shows what the model adds."""
-    parts = [item_mean_scores(evaluation.rows(f), evaluation.index.item_ids[evaluation.rows(f).mask(TEST)])
-             for f in evaluation.folds]
+    parts = [
+        item_mean_scores(evaluation.rows(f), evaluation.index.item_ids[evaluation.rows(f).mask(TEST)]) for f in evaluation.folds
+    ]
     return _subset_metrics(evaluation, evaluation.pooled_test(parts), max_interactions, "item_mean_test")
 
 
-def baseline_run(name: str, evaluation: Evaluation, tracker: Tracker, max_interactions: int,
-                 progress: Callable[[str], None] = print, parent_run_id: str | None = None) -> RunResult:
+def baseline_run(
+    name: str,
+    evaluation: Evaluation,
+    tracker: Tracker,
+    max_interactions: int,
+    progress: Callable[[str], None] = print,
+    parent_run_id: str | None = None,
+) -> RunResult:
     """A baseline fitted per fold (settings chosen on each fold's validation rows, the search logged)."""
     progress(f"{name}: {len(evaluation.folds)} fold(s)")
     features = None
     if name == "lightgbm":
         modalities = list(evaluation.lineage.item_vectors)
         # statistics smoothed toward the first fold's training rate: earlier than every fold's test rows
-        features = feature_matrix(evaluation.samples, evaluation.index, evaluation.rows(evaluation.folds[0]).prior_stats,
-                                  modalities)
+        features = feature_matrix(
+            evaluation.samples, evaluation.index, evaluation.rows(evaluation.folds[0]).prior_stats, modalities
+        )
     with tracker.run(f"{name}", parent_run_id) as run:
         parts, search = [], []
         for fold in evaluation.folds:
@@ -240,24 +280,37 @@ def baseline_run(name: str, evaluation: Evaluation, tracker: Tracker, max_intera
         return RunResult(name, 0, run.run_id, metrics, probabilities)
 
 
-def compare(specs: list[ModelSpec], baselines: Sequence[str], evaluation: Evaluation, tracker: Tracker,
-            results_dir: Path, seeds: tuple[int, ...] | None = None, reference: str = "dmf",
-            progress: Callable[[str], None] = print) -> dict:
+def compare(
+    specs: list[ModelSpec],
+    baselines: Sequence[str],
+    evaluation: Evaluation,
+    tracker: Tracker,
+    results_dir: Path,
+    seeds: tuple[int, ...] | None = None,
+    reference: str = "dmf",
+    progress: Callable[[str], None] = print,
+) -> dict:
     """Every baseline once and every spec once per seed, as child runs of one parent run; metrics on
     the pooled test rows with user-bootstrap 95% intervals, overall, on cold and on rare items, and
     each model's paired difference from `reference`. Written as JSON, a markdown table and a figure."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     max_interactions = specs[0].cold_start_max_interactions if specs else 5
     runs: dict[str, list[RunResult]] = {}
-    with tracker.parent(f"compare-{stamp}", {"models": ",".join(s.name for s in specs),
-                                             "baselines": ",".join(baselines),
-                                             "seeds": ",".join(map(str, seeds or ())),
-                                             "protocol": evaluation.config.protocol}) as parent:
+    with tracker.parent(
+        f"compare-{stamp}",
+        {
+            "models": ",".join(s.name for s in specs),
+            "baselines": ",".join(baselines),
+            "seeds": ",".join(map(str, seeds or ())),
+            "protocol": evaluation.config.protocol,
+        },
+    ) as parent:
         for name in baselines:
             runs[name] = [baseline_run(name, evaluation, tracker, max_interactions, progress, parent)]
         for spec in specs:
-            runs[spec.name] = [train_run(spec, seed, evaluation, tracker, progress, parent)
-                               for seed in (seeds or spec.training.seeds)]
+            runs[spec.name] = [
+                train_run(spec, seed, evaluation, tracker, progress, parent) for seed in (seeds or spec.training.seeds)
+            ]
         result = comparison(runs, evaluation, reference if reference in runs else next(iter(runs)), max_interactions)
         results_dir.mkdir(parents=True, exist_ok=True)
         path = results_dir / f"compare-{stamp}.json"
@@ -270,33 +323,48 @@ def compare(specs: list[ModelSpec], baselines: Sequence[str], evaluation: Evalua
     return result
 
 
-def comparison(runs: dict[str, list[RunResult]], evaluation: Evaluation, reference: str,
-               max_interactions: int) -> dict:
+def comparison(runs: dict[str, list[RunResult]], evaluation: Evaluation, reference: str, max_interactions: int) -> dict:
     predictions = evaluation.pooled_predictions(np.zeros(len(evaluation.test_rows)))
     subsets = {}
     for subset, mask in evaluation.subsets(max_interactions).items():
         scores = {name: [r.probabilities[mask] for r in results] for name, results in runs.items()}
-        subsets[subset] = to_json_ready(bootstrap_metrics(
-            predictions.users[mask], predictions.labels[mask], scores, reference,
-            resamples=evaluation.config.bootstrap_resamples))
-    return {"protocol": evaluation.config.model_dump(mode="json"), "folds": describe(evaluation.folds),
-            "samples_version": evaluation.samples.version, "reference": reference,
-            "seeds": {name: [r.seed for r in results] for name, results in runs.items()},
-            "run_ids": {name: [r.run_id for r in results] for name, results in runs.items()},
-            "subsets": subsets}
+        subsets[subset] = to_json_ready(
+            bootstrap_metrics(
+                predictions.users[mask],
+                predictions.labels[mask],
+                scores,
+                reference,
+                resamples=evaluation.config.bootstrap_resamples,
+            )
+        )
+    return {
+        "protocol": evaluation.config.model_dump(mode="json"),
+        "folds": describe(evaluation.folds),
+        "samples_version": evaluation.samples.version,
+        "reference": reference,
+        "seeds": {name: [r.seed for r in results] for name, results in runs.items()},
+        "run_ids": {name: [r.run_id for r in results] for name, results in runs.items()},
+        "subsets": subsets,
+    }
 
 
 def markdown(result: dict) -> str:
     """One table per subset: each metric with its interval, and the reference minus the model's AUC."""
     lines, reference = [], result["reference"]
     for subset, table in result["subsets"].items():
-        lines += [f"**{subset}** ({table['rows']:,} rows, {table['users']:,} users)", "",
-                  f"| model | AUC [95% CI] | GAUC [95% CI] | logloss [95% CI] | {reference} AUC minus model's [95% CI] |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"**{subset}** ({table['rows']:,} rows, {table['users']:,} users)",
+            "",
+            f"| model | AUC [95% CI] | GAUC [95% CI] | logloss [95% CI] | {reference} AUC minus model's [95% CI] |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for model, metrics in table["models"].items():
             diff = table["differences"].get(model, {}).get("auc")
-            lines.append(f"| {model} | " + " | ".join(_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
-                         + f" | {_interval(diff, signed=True) if diff else '(reference)'} |")
+            lines.append(
+                f"| {model} | "
+                + " | ".join(_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
+                + f" | {_interval(diff, signed=True) if diff else '(reference)'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -308,8 +376,14 @@ def _interval(value: dict, signed: bool = False) -> str:
     return f"{value['estimate']:{sign}.4f} [{value['low']:{sign}.4f}, {value['high']:{sign}.4f}]"
 
 
-def tune(spec: ModelSpec, grid: dict[str, list], evaluation: Evaluation, tracker: Tracker, seed: int = 0,
-         progress: Callable[[str], None] = print) -> tuple[ModelSpec, list[dict]]:
+def tune(
+    spec: ModelSpec,
+    grid: dict[str, list],
+    evaluation: Evaluation,
+    tracker: Tracker,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+) -> tuple[ModelSpec, list[dict]]:
     """Train `spec` with every combination of `grid` (dotted spec keys -> values) as child runs of one
     parent run; return the spec with the best mean validation AUC over the folds and the trials, best
     first. Test metrics are logged with each run, as always, but never read here."""
@@ -317,9 +391,10 @@ def tune(spec: ModelSpec, grid: dict[str, list], evaluation: Evaluation, tracker
 
     keys = list(grid)
     trials = []
-    with tracker.parent(f"tune-{spec.name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
-                        {"model": spec.name, "seed": seed, **{f"grid.{k}": ",".join(map(str, v)) for k, v in grid.items()}},
-                        ) as parent:
+    with tracker.parent(
+        f"tune-{spec.name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
+        {"model": spec.name, "seed": seed, **{f"grid.{k}": ",".join(map(str, v)) for k, v in grid.items()}},
+    ) as parent:
         for values in itertools.product(*(grid[k] for k in keys)):
             setting = dict(zip(keys, values, strict=True))
             candidate = with_settings(spec, setting)
@@ -343,4 +418,3 @@ def with_settings(spec: ModelSpec, setting: dict) -> ModelSpec:
             raise ValueError(f"{spec.name}: no setting {dotted!r} to tune")
         node[last] = value
     return ModelSpec.model_validate(tree)
-

@@ -138,13 +138,11 @@ def _resample_counts(n_users: int, resamples: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(counts.T, np.float64)
 
 
-def _resampled(metric: str, user_index: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-               counts: np.ndarray) -> np.ndarray:
+def _resampled(metric: str, user_index: np.ndarray, labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """One model seed's metric under each column of user counts [n_users, resamples]: shape [resamples]."""
     sizes = np.bincount(user_index, minlength=len(counts)).astype(np.float64)
     if metric == "logloss":
-        return _ratio(np.bincount(user_index, _row_losses(labels, scores), minlength=len(sizes)) @ counts,
-                      sizes @ counts)
+        return _ratio(np.bincount(user_index, _row_losses(labels, scores), minlength=len(sizes)) @ counts, sizes @ counts)
     if metric == "gauc":
         aucs = _user_aucs(user_index, labels, scores, len(sizes))
         user_weights = np.where(np.isnan(aucs), 0.0, sizes)
@@ -152,10 +150,11 @@ def _resampled(metric: str, user_index: np.ndarray, labels: np.ndarray, scores: 
     plan = _rank_plan(labels, scores)
     upper_users, lower_users = user_index[plan.upper], user_index[plan.lower]
     step = max(1, _CHUNK_ELEMENTS // max(1, len(labels)))
-    chunks = (np.ascontiguousarray(counts[:, start:start + step]) for start in range(0, counts.shape[1], step))
+    chunks = (np.ascontiguousarray(counts[:, start : start + step]) for start in range(0, counts.shape[1], step))
     # take() on contiguous rows is several times faster than fancy indexing of a strided view.
-    return np.concatenate([_auc_from_weights(plan, chunk.take(upper_users, axis=0), chunk.take(lower_users, axis=0))
-                           for chunk in chunks])
+    return np.concatenate(
+        [_auc_from_weights(plan, chunk.take(upper_users, axis=0), chunk.take(lower_users, axis=0)) for chunk in chunks]
+    )
 
 
 def _interval(values: np.ndarray) -> Interval:
@@ -166,9 +165,15 @@ def _interval(values: np.ndarray) -> Interval:
     return Interval(float(values[0]), float(low), float(high))
 
 
-def bootstrap_metrics(users: np.ndarray, labels: np.ndarray, scores: dict[str, list[np.ndarray]],
-                      reference: str, resamples: int = 1000, seed: int = 0,
-                      metrics: tuple[str, ...] = METRICS) -> dict:
+def bootstrap_metrics(
+    users: np.ndarray,
+    labels: np.ndarray,
+    scores: dict[str, list[np.ndarray]],
+    reference: str,
+    resamples: int = 1000,
+    seed: int = 0,
+    metrics: tuple[str, ...] = METRICS,
+) -> dict:
     """Intervals of each model's metrics and of reference - model for every other model.
 
     `scores[model]` holds one probability array per training seed (row-aligned with `users` and
@@ -189,16 +194,19 @@ def bootstrap_metrics(users: np.ndarray, labels: np.ndarray, scores: dict[str, l
     # Column 0 counts every user once (the full data), so the estimate goes through the same code as the
     # resamples; the other columns are the resamples.
     counts = np.concatenate([np.ones((n_users, 1)), _resample_counts(n_users, resamples, seed)], axis=1)
-    values = {model: {metric: np.mean([_resampled(metric, user_index, labels, np.asarray(s, np.float64), counts)
-                                       for s in seeds], axis=0)
-                      for metric in metrics}
-              for model, seeds in scores.items()}
+    values = {
+        model: {
+            metric: np.mean([_resampled(metric, user_index, labels, np.asarray(s, np.float64), counts) for s in seeds], axis=0)
+            for metric in metrics
+        }
+        for model, seeds in scores.items()
+    }
     return {
-        "models": {model: {metric: _interval(v) for metric, v in by_metric.items()}
-                   for model, by_metric in values.items()},
+        "models": {model: {metric: _interval(v) for metric, v in by_metric.items()} for model, by_metric in values.items()},
         "differences": {
             model: {metric: _interval(values[reference][metric] - v) for metric, v in by_metric.items()}
-            for model, by_metric in values.items() if model != reference
+            for model, by_metric in values.items()
+            if model != reference
         },
         "resamples": resamples,
         "users": n_users,
@@ -208,15 +216,21 @@ def bootstrap_metrics(users: np.ndarray, labels: np.ndarray, scores: dict[str, l
 
 def interval_to_dict(interval: Interval) -> dict[str, float | None]:
     """{"estimate", "low", "high"}, NaN written as None so that the result is strict JSON."""
-    return {key: None if math.isnan(value) else value
-            for key, value in (("estimate", interval.estimate), ("low", interval.low), ("high", interval.high))}
+    return {
+        key: None if math.isnan(value) else value
+        for key, value in (("estimate", interval.estimate), ("low", interval.low), ("high", interval.high))
+    }
 
 
 def to_json_ready(result: dict) -> dict[str, Any]:
     """`bootstrap_metrics`' result with every Interval as a dict, ready for json.dump(allow_nan=False)."""
     return {
         **result,
-        **{section: {model: {metric: interval_to_dict(interval) for metric, interval in by_metric.items()}
-                     for model, by_metric in result[section].items()}
-           for section in ("models", "differences")},
+        **{
+            section: {
+                model: {metric: interval_to_dict(interval) for metric, interval in by_metric.items()}
+                for model, by_metric in result[section].items()
+            }
+            for section in ("models", "differences")
+        },
     }

@@ -28,8 +28,10 @@ class ArchitectureSpec(BaseModel):
     use_modality_path: bool = Field(True, description="DMF ablation: False drops the histogram path")
     context: bool = Field(False, description="take the user's and item's point-in-time statistics (models.prior_stats)")
     target_content: bool = Field(False, description="DMF: the target's projected content vector joins its ID embedding")
-    top_similarities: bool = Field(False, description="the modality-centric path also reads each modality's count of "
-                                                      "similarities and its top-K (the samples' K)")
+    top_similarities: bool = Field(
+        False,
+        description="the modality-centric path also reads each modality's count of similarities and its top-K (the samples' K)",
+    )
 
 
 class ModelConfig(ArchitectureSpec):
@@ -40,14 +42,20 @@ class ModelConfig(ArchitectureSpec):
     vector_dim: int = Field(0, ge=0, description="width of the multimodal item vectors in batches (0: the model uses none)")
     buckets: int = Field(10, ge=1)
     context_features: int = Field(0, ge=0, description="width of `CTRBatch.context`: nonzero exactly with `context`")
-    top_k: int = Field(0, ge=0, description="K of `CTRBatch.sim_top` the modality-centric path reads (0: histograms "
-                                            "only); nonzero only with `top_similarities`")
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="K of `CTRBatch.sim_top` the modality-centric path reads (0: histograms "
+        "only); nonzero only with `top_similarities`",
+    )
 
     @model_validator(mode="after")
     def _sizes_follow_switches(self) -> ModelConfig:
         if bool(self.context_features) != self.context or (self.top_k and not self.top_similarities):
-            raise ValueError(f"the sizes contradict the switches: context {self.context} with context_features "
-                             f"{self.context_features}, top_similarities {self.top_similarities} with top_k {self.top_k}")
+            raise ValueError(
+                f"the sizes contradict the switches: context {self.context} with context_features "
+                f"{self.context_features}, top_similarities {self.top_similarities} with top_k {self.top_k}"
+            )
         return self
 
 
@@ -100,13 +108,14 @@ class SimilarityHistograms(nn.Module):
         self.modalities = cfg.modalities
         first = cfg.mlp[0] if cfg.mlp else outputs
         self.top_k = cfg.top_k
-        self.from_histograms = nn.Linear(len(cfg.modalities) * (cfg.buckets + (1 + cfg.top_k if cfg.top_k else 0)),
-                                         first)
+        self.from_histograms = nn.Linear(len(cfg.modalities) * (cfg.buckets + (1 + cfg.top_k if cfg.top_k else 0)), first)
         self.from_vector = nn.Linear(cfg.vector_dim, first, bias=False) if cfg.vector_dim else None
-        self.from_context = nn.Linear(cfg.context_features, first, bias=False) \
-            if with_context and cfg.context_features else None
-        rest: list[nn.Module] = [nn.ReLU(), *([nn.Dropout(cfg.dropout)] if cfg.dropout else []),
-                                 MLP(first, cfg.mlp[1:], outputs, cfg.dropout)] if cfg.mlp else []
+        self.from_context = nn.Linear(cfg.context_features, first, bias=False) if with_context and cfg.context_features else None
+        rest: list[nn.Module] = (
+            [nn.ReLU(), *([nn.Dropout(cfg.dropout)] if cfg.dropout else []), MLP(first, cfg.mlp[1:], outputs, cfg.dropout)]
+            if cfg.mlp
+            else []
+        )
         self.rest = nn.Sequential(*rest)
 
     def item_term(self, target_vectors: torch.Tensor | None) -> torch.Tensor | float:
@@ -114,9 +123,11 @@ class SimilarityHistograms(nn.Module):
         return 0.0 if self.from_vector is None else self.from_vector(target_vectors)
 
     def forward(self, batch: CTRBatch, item_term: torch.Tensor | None = None) -> torch.Tensor:
-        histograms = torch.cat([batch.sim_hist[m] for m in self.modalities]
-                               + ([batch.sim_top[m][:, :1 + self.top_k] for m in self.modalities] if self.top_k else []),
-                               dim=-1)
+        histograms = torch.cat(
+            [batch.sim_hist[m] for m in self.modalities]
+            + ([batch.sim_top[m][:, : 1 + self.top_k] for m in self.modalities] if self.top_k else []),
+            dim=-1,
+        )
         if item_term is None:
             item_term = self.item_term(batch.target_vectors)
         first = self.from_histograms(histograms) + item_term

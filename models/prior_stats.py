@@ -62,11 +62,13 @@ class PriorStats:
     global_rate: float
 
     @classmethod
-    def build(cls, user_ids: np.ndarray, item_ids: np.ndarray, seconds: np.ndarray, labels: np.ndarray,
-              global_rate: float) -> PriorStats:
+    def build(
+        cls, user_ids: np.ndarray, item_ids: np.ndarray, seconds: np.ndarray, labels: np.ndarray, global_rate: float
+    ) -> PriorStats:
         labels = labels.astype(np.int64)
-        return cls(EntityHistory.build(user_ids, seconds, labels), EntityHistory.build(item_ids, seconds, labels),
-                   float(global_rate))
+        return cls(
+            EntityHistory.build(user_ids, seconds, labels), EntityHistory.build(item_ids, seconds, labels), float(global_rate)
+        )
 
     def features(self, user_ids: np.ndarray, item_ids: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         """[n, 4] float32 in the order of CONTEXT_FEATURES."""
@@ -84,7 +86,13 @@ class PriorStats:
     @classmethod
     def load(cls, path: Path) -> PriorStats:
         stored = np.load(path)
-        part = {kind: EntityHistory(**{k: (stored[f"{kind}.{k}"] if stored[f"{kind}.{k}"].ndim else
-                                           int(stored[f"{kind}.{k}"])) for k in EntityHistory.__dataclass_fields__})
-                for kind in ("users", "items")}
+        part = {
+            kind: EntityHistory(
+                **{
+                    k: (stored[f"{kind}.{k}"] if stored[f"{kind}.{k}"].ndim else int(stored[f"{kind}.{k}"]))
+                    for k in EntityHistory.__dataclass_fields__
+                }
+            )
+            for kind in ("users", "items")
+        }
         return cls(part["users"], part["items"], float(stored["global_rate"]))

@@ -37,11 +37,14 @@ class _Section(BaseModel):
 
 class RollingConfig(_Section):
     boundaries: tuple[float | dt.date, ...] = Field(
-        (0.6, 0.7, 0.8, 0.9), min_length=3,
+        (0.6, 0.7, 0.8, 0.9),
+        min_length=3,
         description="b_0 < ... < b_K: dates (YYYY-MM-DD) or fractions in (0, 1); K folds, fold i validates on "
-                    "[b_(i-1), b_i) and tests on [b_i, b_(i+1))")
+        "[b_(i-1), b_i) and tests on [b_i, b_(i+1))",
+    )
     fraction_of: Literal["rows", "time"] = Field(
-        "rows", description="a fraction is a share of the rows in time order (rows) or of the time range (time)")
+        "rows", description="a fraction is a share of the rows in time order (rows) or of the time range (time)"
+    )
     min_test_users: int = Field(100, ge=1, description="a fold whose valid or test window has fewer users is an error")
 
     @model_validator(mode="after")
@@ -85,8 +88,9 @@ class Fold:
         """Split code (TRAIN, VALID, TEST or 0) of each row."""
         if self.cutoffs is not None:
             train_end, test_start, test_end = self.cutoffs
-            return np.select([seconds < train_end, seconds < test_start, seconds < test_end],
-                             [TRAIN, VALID, TEST], 0).astype(np.int8)
+            return np.select([seconds < train_end, seconds < test_start, seconds < test_end], [TRAIN, VALID, TEST], 0).astype(
+                np.int8
+            )
         rows, known = find_sorted(self.users, user_ids)
         valid_from = np.where(known, self.user_valid_from[rows], np.iinfo(np.int64).max)
         test_from = np.where(known, self.user_test_from[rows], np.iinfo(np.int64).max)
@@ -124,8 +128,10 @@ def _boundary_seconds(config: RollingConfig, seconds: np.ndarray) -> list[int]:
         low, high = int(seconds.min()), int(seconds.max())
         points = [int(low + b * (high - low)) for b in config.boundaries]
     if len(set(points)) < len(points):
-        raise ValueError(f"evaluation.rolling.boundaries {list(config.boundaries)} fall on equal times in this data "
-                         "(many rows share a timestamp): spread them further apart")
+        raise ValueError(
+            f"evaluation.rolling.boundaries {list(config.boundaries)} fall on equal times in this data "
+            "(many rows share a timestamp): spread them further apart"
+        )
     return points
 
 
@@ -134,12 +140,16 @@ def _check_windows(fold: Fold, min_users: int, user_ids: np.ndarray, seconds: np
     for code, name in ((TRAIN, "train"), (VALID, "valid"), (TEST, "test")):
         users = len(np.unique(user_ids[codes == code]))
         if name != "train" and users < min_users:
-            raise ValueError(f"evaluation.rolling: {fold.name}'s {name} window {_window(fold, code)} holds "
-                             f"{users} users, fewer than min_test_users={min_users}: move the boundaries "
-                             "earlier or lower min_test_users")
+            raise ValueError(
+                f"evaluation.rolling: {fold.name}'s {name} window {_window(fold, code)} holds "
+                f"{users} users, fewer than min_test_users={min_users}: move the boundaries "
+                "earlier or lower min_test_users"
+            )
         if name == "train" and not users:
-            raise ValueError(f"evaluation.rolling: {fold.name} has no training rows before {_day(fold.cutoffs[0])}: "
-                             "move the first boundary later")
+            raise ValueError(
+                f"evaluation.rolling: {fold.name} has no training rows before {_day(fold.cutoffs[0])}: "
+                "move the first boundary later"
+            )
 
 
 def _window(fold: Fold, code: int) -> str:
@@ -160,11 +170,14 @@ def _per_user_fold(config: PerUserConfig, user_ids: np.ndarray, seconds: np.ndar
     never = np.iinfo(np.int64).max
     test_from = np.where(n_test > 0, ordered[np.maximum(starts + counts - n_test, 0)], never)
     valid_from = np.where(n_valid > 0, ordered[np.maximum(starts + counts - n_test - n_valid, 0)], never)
-    return Fold("per_user", users=users, user_valid_from=valid_from.astype(np.int64),
-                user_test_from=test_from.astype(np.int64))
+    return Fold("per_user", users=users, user_valid_from=valid_from.astype(np.int64), user_test_from=test_from.astype(np.int64))
 
 
 def describe(folds: Sequence[Fold]) -> list[str]:
     """One line per fold, for the console and MLflow."""
-    return [f"{f.name}: train < {_day(f.cutoffs[0])}, valid {_window(f, VALID)}, test {_window(f, TEST)}"
-            if f.global_timeline else f"{f.name}: each user's newest rows (secondary protocol)" for f in folds]
+    return [
+        f"{f.name}: train < {_day(f.cutoffs[0])}, valid {_window(f, VALID)}, test {_window(f, TEST)}"
+        if f.global_timeline
+        else f"{f.name}: each user's newest rows (secondary protocol)"
+        for f in folds
+    ]

@@ -29,8 +29,9 @@ class Recommendation:
     probability: float
 
 
-def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
-              storage_options: dict | None = None) -> list[Recommendation]:
+def recommend(
+    model_uri: str, lake_root: str, user_id: int, k: int = 10, storage_options: dict | None = None
+) -> list[Recommendation]:
     """The `k` catalog items with the highest click probability for `user_id`, best first.
     `model_uri`: an MLflow model URI such as `models:/dmf/3` or `models:/dmf/latest`."""
     try:
@@ -39,16 +40,18 @@ def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
         raise LookupError(f"{model_uri}: {e.message}") from e
     meta, model = served.meta, served.model
     if not isinstance(model, DMF):
-        raise LookupError(f"{model_uri} is a {type(model).__name__}: the scorers serve DMF, its ablations and "
-                          "dmf_early_fusion")
+        raise LookupError(f"{model_uri} is a {type(model).__name__}: the scorers serve DMF, its ablations and dmf_early_fusion")
     missing = [key for key in _SERVING_META if meta.get(key) is None]
     if missing:
         raise LookupError(f"{model_uri} was logged without {missing} (an earlier version): train it again")
     scorer_class = EarlyFusionScorer if isinstance(model, DMFEarlyFusion) else DecoupledScorer
     scorer = scorer_class(model, meta["bucket_edges"], meta["history_length"])
     embeddings = PinnedTable.open(f"{lake_root}/item_embeddings", meta["item_embeddings_version"], storage_options)
-    catalog = {m: ItemVectorTable.load(embeddings, m, meta["item_vectors"][m])
-               for m in model.cfg.modalities if m != TARGET_VECTOR_MODALITY}
+    catalog = {
+        m: ItemVectorTable.load(embeddings, m, meta["item_vectors"][m])
+        for m in model.cfg.modalities
+        if m != TARGET_VECTOR_MODALITY
+    }
     catalog[TARGET_VECTOR_MODALITY] = served.vectors  # logged with the model: the targets' vectors
     row = _user_sequence(PinnedTable.open(f"{lake_root}/user_sequences", storage_options=storage_options), user_id)
     history = request_history(row, served.vocabulary, catalog)
@@ -67,8 +70,9 @@ def recommend(model_uri: str, lake_root: str, user_id: int, k: int = 10,
 def _user_sequence(table: PinnedTable, user_id: int) -> dict:
     for batch in table.batches(["user_id", "long_hist_item_ids"], 1_024):
         if "long_hist_item_ids" not in batch.schema.names:  # pyarrow leaves out a column a file lacks
-            raise LookupError("user_sequences has no long_hist_item_ids (an earlier version built it): "
-                              "run `dmf features` to rebuild it")
+            raise LookupError(
+                "user_sequences has no long_hist_item_ids (an earlier version built it): run `dmf features` to rebuild it"
+            )
         found = batch.filter(pc.equal(batch.column("user_id"), user_id))
         if found.num_rows:
             return found.to_pylist()[0]

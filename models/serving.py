@@ -31,14 +31,15 @@ class Items:
     present: dict[str, torch.Tensor]  # m -> [n] bool
 
     @classmethod
-    def from_catalog(cls, item_ids: np.ndarray, vocabulary: Vocabulary,
-                     catalog: Mapping[str, ItemVectorTable]) -> Items:
+    def from_catalog(cls, item_ids: np.ndarray, vocabulary: Vocabulary, catalog: Mapping[str, ItemVectorTable]) -> Items:
         """Items by raw id: their model vocabulary indices, and per modality their vectors from the
         catalog (the item_embeddings versions the model was trained with); an item without one is absent."""
         item_ids = np.asarray(item_ids, np.int64)
-        return cls(torch.from_numpy(vocabulary.index(item_ids)),
-                   {m: torch.from_numpy(table.lookup(item_ids)) for m, table in catalog.items()},
-                   {m: torch.from_numpy(table.contains(item_ids)) for m, table in catalog.items()})
+        return cls(
+            torch.from_numpy(vocabulary.index(item_ids)),
+            {m: torch.from_numpy(table.lookup(item_ids)) for m, table in catalog.items()},
+            {m: torch.from_numpy(table.contains(item_ids)) for m, table in catalog.items()},
+        )
 
 
 def request_history(user_sequence: Mapping, vocabulary: Vocabulary, catalog: Mapping[str, ItemVectorTable]) -> Items:
@@ -57,8 +58,9 @@ class RequestFeatures:
     sim_top: dict[str, torch.Tensor]  # m -> [N, 1 + K]: log(1 + unmasked positions), K largest similarities
 
 
-def request_features(history: Items, candidates: Items, edges: Mapping[str, np.ndarray],
-                     history_length: int, top_k: int = 0) -> RequestFeatures:
+def request_features(
+    history: Items, candidates: Items, edges: Mapping[str, np.ndarray], history_length: int, top_k: int = 0
+) -> RequestFeatures:
     """What `samples` holds for each candidate as the target, from one [N, D] x [D, L_long] product
     per modality of `edges` (m -> its B - 1 bucket boundaries), through the feature job's own
     definition (`similarity_features`) and the training batches' conversion (`similarity_tensors`)."""
@@ -71,15 +73,23 @@ def request_features(history: Items, candidates: Items, edges: Mapping[str, np.n
     return RequestFeatures(**similarity_tensors(features))
 
 
-def training_batch(history: Items, candidates: Items, features: RequestFeatures, history_length: int,
-                   context: torch.Tensor | None = None) -> CTRBatch:
+def training_batch(
+    history: Items, candidates: Items, features: RequestFeatures, history_length: int, context: torch.Tensor | None = None
+) -> CTRBatch:
     """The same request as a training batch: one row per candidate, the (short) history repeated."""
     n, short = len(candidates.ids), history.ids[:history_length]
     return CTRBatch(
-        user_ids=torch.zeros(n, dtype=torch.long), target_ids=candidates.ids,
-        hist_ids=short.expand(n, len(short)), hist_mask=torch.ones(n, len(short), dtype=torch.bool),
-        buckets=features.buckets, sims=features.sims, sim_hist=features.sim_hist, sim_top=features.sim_top,
-        target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY), context=context)
+        user_ids=torch.zeros(n, dtype=torch.long),
+        target_ids=candidates.ids,
+        hist_ids=short.expand(n, len(short)),
+        hist_mask=torch.ones(n, len(short), dtype=torch.bool),
+        buckets=features.buckets,
+        sims=features.sims,
+        sim_hist=features.sim_hist,
+        sim_top=features.sim_top,
+        target_vectors=candidates.vectors.get(TARGET_VECTOR_MODALITY),
+        context=context,
+    )
 
 
 class _Scorer:
@@ -90,8 +100,10 @@ class _Scorer:
         missing = [m for m in model.cfg.modalities if m not in bucket_edges]
         wrong = [m for m in model.cfg.modalities if m in bucket_edges and len(bucket_edges[m]) != model.cfg.buckets - 1]
         if missing or wrong:
-            raise ValueError(f"the model needs {model.cfg.buckets - 1} bucket edges for each of "
-                             f"{list(model.cfg.modalities)}; missing: {missing}, wrong length: {wrong}")
+            raise ValueError(
+                f"the model needs {model.cfg.buckets - 1} bucket edges for each of "
+                f"{list(model.cfg.modalities)}; missing: {missing}, wrong length: {wrong}"
+            )
         self.edges = {m: np.asarray(bucket_edges[m], np.float32) for m in model.cfg.modalities}
 
     @torch.inference_mode()
@@ -102,12 +114,21 @@ class _Scorer:
         path = self.model.modality_path
         return None if path is None else path.item_term(vectors)
 
-    def _finish(self, target: torch.Tensor, interest: torch.Tensor, history: Items, candidates: Items,
-                features: RequestFeatures, item_terms: torch.Tensor | None, context: torch.Tensor | None,
-                ) -> torch.Tensor:
+    def _finish(
+        self,
+        target: torch.Tensor,
+        interest: torch.Tensor,
+        history: Items,
+        candidates: Items,
+        features: RequestFeatures,
+        item_terms: torch.Tensor | None,
+        context: torch.Tensor | None,
+    ) -> torch.Tensor:
         if self.model.cfg.context_features and context is None:
-            raise ValueError("this model takes context features (the user's and candidates' point-in-time "
-                             "statistics, models.prior_stats): pass `context`")
+            raise ValueError(
+                "this model takes context features (the user's and candidates' point-in-time "
+                "statistics, models.prior_stats): pass `context`"
+            )
         batch = training_batch(history, candidates, features, self.history_length, context)
         return self.model.combine(target, interest, batch, item_terms).squeeze(-1)
 
@@ -119,13 +140,14 @@ class DecoupledScorer(_Scorer):
     the work is a few [N, L] gathers and scatters; the history is projected once per request."""
 
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None,
-              context: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits [N] of the candidates for this user (`item_terms`: see `item_terms`; `context`: [N, C]
         the user's and each candidate's statistics, for a model trained with them)."""
         model = self.model
         features = request_features(history, candidates, self.edges, self.history_length, self.model.cfg.top_k)
-        keys, values = model.history_projections(history.ids[:self.history_length])  # [L, a], once per request
+        keys, values = model.history_projections(history.ids[: self.history_length])  # [L, a], once per request
         target = model.target(candidates.ids, candidates.vectors.get(TARGET_VECTOR_MODALITY))
         query = model.query(target)  # [N, a]
         scores = query @ keys.T  # [N, L]
@@ -148,12 +170,13 @@ class EarlyFusionScorer(_Scorer):
     model: DMFEarlyFusion
 
     @torch.inference_mode()
-    def score(self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None,
-              context: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, history: Items, candidates: Items, item_terms: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         model = self.model
         features = request_features(history, candidates, self.edges, self.history_length, self.model.cfg.top_k)
         n = len(candidates.ids)
-        embedded = model.items(history.ids[:self.history_length]).expand(n, -1, -1)
+        embedded = model.items(history.ids[: self.history_length]).expand(n, -1, -1)
         inputs = torch.cat([embedded, similarity_inputs(features.buckets, features.sims, model.cfg.modalities)], dim=-1)
         keys, values = model.key(inputs), model.value(inputs)  # [N, L, a]: recomputed per candidate
         target = model.target(candidates.ids, candidates.vectors.get(TARGET_VECTOR_MODALITY))

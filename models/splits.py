@@ -74,8 +74,12 @@ class SplitReader:
         if kept is not None:
             self._cached = pa.concat_tables(kept) if kept else None
 
-    def _batches(self, table: pa.Table, rng: np.random.Generator, full_only: bool = False,
-                 ) -> Generator[CTRBatch, None, pa.Table | None]:
+    def _batches(
+        self,
+        table: pa.Table,
+        rng: np.random.Generator,
+        full_only: bool = False,
+    ) -> Generator[CTRBatch, None, pa.Table | None]:
         """Batches of `batch_size` rows (shuffled if training); with `full_only`, the rows short of a
         full batch are returned instead, so that every batch of a pass but the last is full."""
         if self.shuffle_seed is not None:
@@ -128,8 +132,7 @@ class SampleIndex:
             parts["seconds"].append(epoch_seconds(records.column("event_time")))
             parts["labels"].append(records.column("label").to_numpy())
             parts["is_negative"].append(records.column("is_negative").to_numpy(zero_copy_only=False))
-        empty = {"user_ids": np.int64, "item_ids": np.int64, "seconds": np.int64, "labels": np.int32,
-                 "is_negative": bool}
+        empty = {"user_ids": np.int64, "item_ids": np.int64, "seconds": np.int64, "labels": np.int32, "is_negative": bool}
         return cls(**{k: np.concatenate(v) if v else np.empty(0, empty[k]) for k, v in parts.items()})
 
     def prior_stats(self, fold: Fold) -> PriorStats:
@@ -137,8 +140,9 @@ class SampleIndex:
         observed = ~self.is_negative
         train = fold.assign(self.user_ids, self.seconds) == TRAIN
         rate = float(self.labels[train].mean()) if train.any() else 0.5
-        return PriorStats.build(self.user_ids[observed], self.item_ids[observed], self.seconds[observed],
-                                self.labels[observed], rate)
+        return PriorStats.build(
+            self.user_ids[observed], self.item_ids[observed], self.seconds[observed], self.labels[observed], rate
+        )
 
 
 @dataclass(frozen=True)
@@ -156,5 +160,6 @@ def training_items(index: SampleIndex, fold: Fold, min_count: int = 1) -> Traini
     learns as the embedding of a rare item."""
     target_ids = index.item_ids[fold.assign(index.user_ids, index.seconds) == TRAIN]
     unique, counts = np.unique(target_ids, return_counts=True)
-    return TrainingItems(Vocabulary(unique[counts >= min_count]),
-                         dict(zip(unique.tolist(), counts.tolist(), strict=True)), len(target_ids))
+    return TrainingItems(
+        Vocabulary(unique[counts >= min_count]), dict(zip(unique.tolist(), counts.tolist(), strict=True)), len(target_ids)
+    )

@@ -42,8 +42,9 @@ class Tracker:
 
     @contextmanager
     def run(self, name: str, parent_run_id: str | None = None) -> Iterator[RunLogger]:
-        with mlflow.start_run(run_name=name, nested=parent_run_id is not None, parent_run_id=parent_run_id,
-                              log_system_metrics=True) as run:
+        with mlflow.start_run(
+            run_name=name, nested=parent_run_id is not None, parent_run_id=parent_run_id, log_system_metrics=True
+        ) as run:
             yield RunLogger(run.info.run_id)
 
     @contextmanager
@@ -69,17 +70,24 @@ class Tracker:
 class RunLogger:
     run_id: str
 
-    def log_setup(self, spec: ModelSpec, seed: int, lineage: Lineage, samples_version: int,
-                  embeddings_version: int, folds: list[str]) -> None:
-        params = {**_flatten(spec.model_dump(mode="json")), "seed": seed,
-                  **{f"protocol.fold{i}": f for i, f in enumerate(folds, 1)},
-                  **_flatten({"features": lineage.features})}
+    def log_setup(
+        self, spec: ModelSpec, seed: int, lineage: Lineage, samples_version: int, embeddings_version: int, folds: list[str]
+    ) -> None:
+        params = {
+            **_flatten(spec.model_dump(mode="json")),
+            "seed": seed,
+            **{f"protocol.fold{i}": f for i, f in enumerate(folds, 1)},
+            **_flatten({"features": lineage.features}),
+        }
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.set_tags({
-            "lineage.samples_version": samples_version, "lineage.item_embeddings_version": embeddings_version,
-            "lineage.events_version": lineage.events_version,
-            **{f"lineage.item_vectors.{m}": v for m, v in lineage.item_vectors.items()},
-        })
+        mlflow.set_tags(
+            {
+                "lineage.samples_version": samples_version,
+                "lineage.item_embeddings_version": embeddings_version,
+                "lineage.events_version": lineage.events_version,
+                **{f"lineage.item_vectors.{m}": v for m, v in lineage.item_vectors.items()},
+            }
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=step)
@@ -98,9 +106,16 @@ class RunLogger:
             _calibration_plot(predictions, folder / "calibration.png")
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
-    def log_model(self, model: torch.nn.Module, spec: ModelSpec, vocabulary: Vocabulary,
-                  vectors: ItemVectorTable | None, example: pa.RecordBatch, lineage: Lineage,
-                  prior_stats: PriorStats | None = None) -> None:
+    def log_model(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        vocabulary: Vocabulary,
+        vectors: ItemVectorTable | None,
+        example: pa.RecordBatch,
+        lineage: Lineage,
+        prior_stats: PriorStats | None = None,
+    ) -> None:
         """The model (`save_model`), its vocabulary and item vectors, what a server needs to bucket similarities
         as the training samples were (meta.json: bucket edges, history length, item-vector versions),
         and for a model with context features the users' and items' statistics (prior_stats.npz).
@@ -113,11 +128,19 @@ class RunLogger:
                 prior_stats.save(folder / "prior_stats.npz")
             if vectors is not None:
                 np.savez(folder / "vectors.npz", ids=vectors.ids, matrix=vectors.matrix)
-            (folder / "meta.json").write_text(json.dumps({
-                "modalities": list(spec.architecture.modalities), "buckets": lineage.buckets,
-                "bucket_edges": lineage.bucket_edges, "history_length": lineage.history_length,
-                "item_embeddings_version": lineage.item_embeddings_version, "item_vectors": lineage.item_vectors,
-                "hist_vectors": bool(getattr(model, "needs_hist_vectors", False))}))
+            (folder / "meta.json").write_text(
+                json.dumps(
+                    {
+                        "modalities": list(spec.architecture.modalities),
+                        "buckets": lineage.buckets,
+                        "bucket_edges": lineage.bucket_edges,
+                        "history_length": lineage.history_length,
+                        "item_embeddings_version": lineage.item_embeddings_version,
+                        "item_vectors": lineage.item_vectors,
+                        "hist_vectors": bool(getattr(model, "needs_hist_vectors", False)),
+                    }
+                )
+            )
             frame = _widened(example.select(request_columns(spec.architecture.modalities, prior_stats is not None)))
             wrapper = SamplesModel()
             wrapper.load_context_from(folder)
@@ -125,9 +148,13 @@ class RunLogger:
             # no code_paths: a copy of models/ would shadow the installed package in a server while the
             # dmf_features it imports stays the installed one; the model's files need no particular code
             mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                 artifacts={"folder": str(folder)},
-                signature=signature, input_example=frame, registered_model_name=spec.name)
+                signature=signature,
+                input_example=frame,
+                registered_model_name=spec.name,
+            )
 
 
 def save_model(model: torch.nn.Module, folder: Path) -> None:
@@ -141,8 +168,9 @@ def load_model(folder: Path) -> torch.nn.Module:
     """The model `save_model` wrote, in eval mode: its class built from the config, then the weights
     loaded with `weights_only`, so no pickled code runs."""
     if not (folder / "model.json").exists():
-        raise LookupError(f"{folder} holds no model.json: a model logged by an earlier version (a pickled module); "
-                          "train it again")
+        raise LookupError(
+            f"{folder} holds no model.json: a model logged by an earlier version (a pickled module); train it again"
+        )
     saved = json.loads((folder / "model.json").read_text())
     model = MODEL_CLASSES[saved["kind"]](ModelConfig.model_validate(saved["config"]))
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
@@ -217,13 +245,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def comparison_figure(result: dict, path: Path) -> None:
     """AUC with its 95% interval per model, overall and on cold-start items, the reference marked."""
     subsets = [s for s in ("all", "cold") if s in result["subsets"]]
-    fig, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 0.45 * len(result["seeds"]) + 1.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 0.45 * len(result["seeds"]) + 1.5), squeeze=False)
     for ax, subset in zip(axes[0], subsets, strict=True):
         table = result["subsets"][subset]
         names = list(table["models"])
-        values = np.array([[table["models"][n]["auc"][k] for k in ("estimate", "low", "high")] for n in names],
-                          dtype=float)  # JSON null (no AUC) becomes NaN
+        values = np.array(
+            [[table["models"][n]["auc"][k] for k in ("estimate", "low", "high")] for n in names], dtype=float
+        )  # JSON null (no AUC) becomes NaN
         y = np.arange(len(names))
         estimates = values[:, 0]
         errors = np.stack([estimates - values[:, 1], values[:, 2] - estimates])
@@ -231,8 +259,12 @@ def comparison_figure(result: dict, path: Path) -> None:
         ax.errorbar(estimates, y, xerr=np.nan_to_num(errors), fmt="none", ecolor="grey", capsize=3)
         ax.scatter(estimates, y, c=colours, zorder=3)
         ax.axvline(0.5, linestyle=":", color="grey")
-        ax.set(yticks=y, yticklabels=names, xlabel="test AUC (user-bootstrap 95% interval)",
-               title=f"{subset} ({table['rows']:,} rows, {table['users']:,} users)")
+        ax.set(
+            yticks=y,
+            yticklabels=names,
+            xlabel="test AUC (user-bootstrap 95% interval)",
+            title=f"{subset} ({table['rows']:,} rows, {table['users']:,} users)",
+        )
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

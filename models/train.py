@@ -35,8 +35,7 @@ class Predictions:
         users, labels, p = self.users[keep], self.labels[keep], self.probabilities[keep]
         if not len(labels):
             return {"auc": float("nan"), "gauc": float("nan"), "logloss": float("nan"), "samples": 0}
-        return {"auc": auc(labels, p), "gauc": gauc(users, labels, p), "logloss": logloss(labels, p),
-                "samples": len(labels)}
+        return {"auc": auc(labels, p), "gauc": gauc(users, labels, p), "logloss": logloss(labels, p), "samples": len(labels)}
 
 
 @dataclass
@@ -64,9 +63,15 @@ def predict(model: torch.nn.Module, batches: Iterable[CTRBatch]) -> Predictions:
     return Predictions(**{k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()})
 
 
-def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: TrainingSpec,
-        on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
-        train_batches: int | None = None, monitor: Batches | None = None) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    train: Batches,
+    valid: Batches,
+    settings: TrainingSpec,
+    on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+    train_batches: int | None = None,
+    monitor: Batches | None = None,
+) -> FitResult:
     """Train until validation AUC stops improving for `patience` epochs; keep the best weights.
     `monitor` (the test rows) is only scored and reported each epoch, to show over- or under-fitting:
     it never chooses anything."""
@@ -76,8 +81,9 @@ def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: Traini
     for epoch in range(1, settings.epochs + 1):
         model.train()
         started, samples, total_loss, seen = time.perf_counter(), 0, 0.0, ([], [])
-        for batch in tqdm(train(), total=train_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
-                          disable=None):  # a bar on a terminal; in a log, the per-epoch lines only
+        for batch in tqdm(
+            train(), total=train_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None
+        ):  # a bar on a terminal; in a log, the per-epoch lines only
             optimizer.zero_grad()
             logits = model(batch)
             loss = loss_fn(logits, batch.labels)
@@ -89,9 +95,12 @@ def fit(model: torch.nn.Module, train: Batches, valid: Batches, settings: Traini
             seen[1].append(logits.detach().numpy())
         seconds = time.perf_counter() - started
         valid_metrics = predict(model, valid()).metrics()
-        metrics = {"train_loss": total_loss / max(samples, 1), "train_samples_per_s": samples / max(seconds, 1e-9),
-                   "train_auc": auc(np.concatenate(seen[0]), np.concatenate(seen[1])) if samples else float("nan"),
-                   **{f"valid_{k}": v for k, v in valid_metrics.items() if k != "samples"}}
+        metrics = {
+            "train_loss": total_loss / max(samples, 1),
+            "train_samples_per_s": samples / max(seconds, 1e-9),
+            "train_auc": auc(np.concatenate(seen[0]), np.concatenate(seen[1])) if samples else float("nan"),
+            **{f"valid_{k}": v for k, v in valid_metrics.items() if k != "samples"},
+        }
         if monitor is not None:
             metrics.update({f"test_{k}": v for k, v in predict(model, monitor()).metrics().items() if k != "samples"})
         result.history.append(metrics)

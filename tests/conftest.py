@@ -8,8 +8,7 @@ from dmf_features.infra.config import LakeConfig, SparkConfig
 from dmf_features.infra.lake import Lake
 from dmf_features.infra.spark import get_spark
 
-TEST_SPARK = SparkConfig(master="local[2]", shuffle_partitions=4, driver_memory="2g",
-                         conf={"spark.ui.enabled": "false"})
+TEST_SPARK = SparkConfig(master="local[2]", shuffle_partitions=4, driver_memory="2g", conf={"spark.ui.enabled": "false"})
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +25,8 @@ def lake(tmp_path) -> Lake:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`pytest -m "not e2e"` is the fast suite: a test that starts Spark without the marker is a mistake."""
-    unmarked = [item.nodeid for item in items
-                if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e")]
+    unmarked = [
+        item.nodeid for item in items if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e")
+    ]
     if unmarked:
         raise pytest.UsageError("tests that use the `spark` fixture must be marked e2e: " + ", ".join(unmarked))

@@ -21,20 +21,32 @@ def _modules(package) -> list[str]:
 
 
 def test_models_kernels_encoders_and_the_contract_import_without_pyspark():
-    spark_free = [*_modules(models), *_modules(dmf_features.features.kernels), "dmf_features.schemas",
-                  *_modules(dmf_features.embedding.encoders),
-                  "dmf_features.infra.config"]
+    spark_free = [
+        *_modules(models),
+        *_modules(dmf_features.features.kernels),
+        "dmf_features.schemas",
+        *_modules(dmf_features.embedding.encoders),
+        "dmf_features.infra.config",
+    ]
     # pyspark made unimportable: any import of it, direct or through a project module, fails the run
     code = "import sys, importlib; sys.modules['pyspark'] = None\n" + "".join(
-        f"importlib.import_module({name!r})\n" for name in spark_free)
+        f"importlib.import_module({name!r})\n" for name in spark_free
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "models.experiment" in spark_free and "dmf_features.features.kernels.similarity" in spark_free
 
 
 def test_every_table_converts_to_spark_with_its_columns_in_order():
-    for spec in (schemas.ITEMS, schemas.EVENTS, schemas.QUARANTINE, schemas.ITEM_EMBEDDINGS, schemas.SAMPLES,
-                 schemas.USER_SEQUENCES, schemas.VALIDATION_RESULTS):
+    for spec in (
+        schemas.ITEMS,
+        schemas.EVENTS,
+        schemas.QUARANTINE,
+        schemas.ITEM_EMBEDDINGS,
+        schemas.SAMPLES,
+        schemas.USER_SEQUENCES,
+        schemas.VALIDATION_RESULTS,
+    ):
         converted = spark_schema(spec)
         assert tuple(converted.fieldNames()) == spec.columns
         assert set(spec.keys) | set(spec.partition_by) <= set(spec.columns)
@@ -50,9 +62,14 @@ def test_samples_hold_every_feature_of_every_modality():
 
 
 def test_lineage_round_trips_through_its_json_and_reads_the_feature_settings():
-    lineage = schemas.Lineage(3, 7, {"text": "minilm@1"}, "all dates",
-                              {"history_length": 50, "buckets": 10, "top_k": 5, "long_history_length": 500},
-                              {"text": [0.1, 0.2]})
+    lineage = schemas.Lineage(
+        3,
+        7,
+        {"text": "minilm@1"},
+        "all dates",
+        {"history_length": 50, "buckets": 10, "top_k": 5, "long_history_length": 500},
+        {"text": [0.1, 0.2]},
+    )
     again = schemas.Lineage.from_json(lineage.to_json())
     assert again == lineage
     assert (again.history_length, again.buckets, again.top_k) == (50, 10, 5)

@@ -42,9 +42,11 @@ def _on_gpu(index: faiss.Index) -> faiss.Index:
 
 def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     """Index every item's fused vector of `fused_version`; returns where it was saved."""
-    rows = lake.read(spark, ITEM_EMBEDDINGS.name).where(
-        (F.col("modality") == FUSED) & (F.col("encoder_version") == fused_version)
-    ).join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
+    rows = (
+        lake.read(spark, ITEM_EMBEDDINGS.name)
+        .where((F.col("modality") == FUSED) & (F.col("encoder_version") == fused_version))
+        .join(lake.read(spark, ITEMS.name).select("item_id", "title"), "item_id", "left")
+    )
     # one Arrow transfer: the flat index holds every vector in memory anyway, and Arrow moves them
     # several times faster than row-by-row iteration
     table = rows.select("item_id", "vector", "title").toArrow()
@@ -55,13 +57,18 @@ def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
     vectors = np.ascontiguousarray(np.asarray(flat, np.float32).reshape(len(item_ids), -1))
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
     for start in range(0, len(item_ids), _BATCH):
-        index.add_with_ids(vectors[start:start + _BATCH], item_ids[start:start + _BATCH])
+        index.add_with_ids(vectors[start : start + _BATCH], item_ids[start : start + _BATCH])
     titles = table.column("title").to_pylist()
 
     slug = version_slug(fused_version)
-    meta = {"version": fused_version, "items": int(index.ntotal), "dim": int(index.d),
-            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name), "metric": "cosine"}
+    meta = {
+        "version": fused_version,
+        "items": int(index.ntotal),
+        "dim": int(index.d),
+        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name),
+        "metric": "cosine",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         faiss.write_index(index, str(local / "index.faiss"))
@@ -111,8 +118,9 @@ class ItemIndex:
             raise KeyError(f"item {item_id} has no fused vector in this index ({self.meta['version']})")
         query = self._vector(item_id)[None, :]
         scores, found = self.index.search(query, k + 1)
-        return [Neighbour(int(i), self.titles.get(int(i)), float(s))
-                for s, i in zip(scores[0], found[0]) if i != item_id and i >= 0][:k]
+        return [
+            Neighbour(int(i), self.titles.get(int(i)), float(s)) for s, i in zip(scores[0], found[0]) if i != item_id and i >= 0
+        ][:k]
 
     def _vector(self, item_id: int) -> np.ndarray:
         cpu = faiss.index_gpu_to_cpu(self.index) if hasattr(faiss, "index_gpu_to_cpu") and faiss.get_num_gpus() else self.index

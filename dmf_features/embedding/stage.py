@@ -45,10 +45,13 @@ from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS, QUARANTINE
 
 EMPTY_TEXT = "empty_text"
 ENCODER_ERROR = "encoder_error"
-_RESULT = StructType([
-    StructField("vector", ArrayType(FloatType())), StructField("reason", StringType()),
-    StructField("detail", StringType()),
-])
+_RESULT = StructType(
+    [
+        StructField("vector", ArrayType(FloatType())),
+        StructField("reason", StringType()),
+        StructField("detail", StringType()),
+    ]
+)
 # Work per item relative to a poster, on a CPU: MiniLM on a title is about ten times cheaper than decoding
 # a poster and running EfficientNet-Lite0 on it, so a text task holds ten times as many items.
 _COST = {"image": 1.0, "text": 0.1}
@@ -79,11 +82,16 @@ class EmbedReport:
     phases: dict[str, float] = field(default_factory=dict)  # seconds of setup, embed, write and index
 
     def render(self) -> str:
-        lines = ["embed:", "", f"  {'modality':<9}{'with input':>11}{'unchanged':>11}{'embedded':>10}"
-                 f"{'quarantined':>13}{'no input':>10}   version"]
+        lines = [
+            "embed:",
+            "",
+            f"  {'modality':<9}{'with input':>11}{'unchanged':>11}{'embedded':>10}{'quarantined':>13}{'no input':>10}   version",
+        ]
         for c in self.counts:
-            lines.append(f"  {c.modality:<9}{c.with_input:>11,}{c.unchanged:>11,}{c.embedded:>10,}"
-                         f"{sum(c.quarantined.values()):>13,}{c.without_input:>10,}   {c.version}")
+            lines.append(
+                f"  {c.modality:<9}{c.with_input:>11,}{c.unchanged:>11,}{c.embedded:>10,}"
+                f"{sum(c.quarantined.values()):>13,}{c.without_input:>10,}   {c.version}"
+            )
         reasons = {f"{c.modality}: {r}": n for c in self.counts for r, n in c.quarantined.items()}
         lines += ["", "quarantined by reason:"] + ([f"  {r:<28}{n:>7,}" for r, n in reasons.items()] or ["  (none)"])
         if all(c.embedded == 0 for c in self.counts):
@@ -94,7 +102,10 @@ class EmbedReport:
 
 
 def embed_items(
-    spark: SparkSession, cfg: Config, lake: Lake, progress: Callable[[str], None] = print,
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    progress: Callable[[str], None] = print,
 ) -> EmbedReport:
     clock = time.monotonic()
     progress("loading encoders")
@@ -108,8 +119,15 @@ def embed_items(
         todo[plan.modality] = inputs if existing is None else _not_yet_embedded(inputs, existing, plan.version)
         with_input = totals[plan.modality]
         pending = with_input if existing is None else todo[plan.modality].count()
-        counts.append(ModalityCount(plan.modality, plan.version, with_input, unchanged=with_input - pending,
-                                    without_input=totals["items"] - with_input))
+        counts.append(
+            ModalityCount(
+                plan.modality,
+                plan.version,
+                with_input,
+                unchanged=with_input - pending,
+                without_input=totals["items"] - with_input,
+            )
+        )
     phases = {"setup": time.monotonic() - clock}
 
     clock, results = time.monotonic(), {}
@@ -131,12 +149,18 @@ def embed_items(
         progress("writing item_embeddings")
         fresh = [fused.where("fresh").drop("fresh")] if fused_count.embedded else []
         rows = _union(new + fresh).coalesce(_slots(spark))
-        commits.append(lake.merge(rows, ITEM_EMBEDDINGS.name, ITEM_EMBEDDINGS.keys,
-                                  partition_by=ITEM_EMBEDDINGS.partition_by, description="item vectors"))
+        commits.append(
+            lake.merge(
+                rows,
+                ITEM_EMBEDDINGS.name,
+                ITEM_EMBEDDINGS.keys,
+                partition_by=ITEM_EMBEDDINGS.partition_by,
+                description="item vectors",
+            )
+        )
     if any(c.quarantined for c in counts):
         rejected = [_quarantine_rows(results[p.modality], p) for p in plan_list if p.modality in results]
-        commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys,
-                                  partition_by=QUARANTINE.partition_by))
+        commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys, partition_by=QUARANTINE.partition_by))
     for cached in (*results.values(), fused):
         if cached is not None:
             cached.unpersist()
@@ -153,7 +177,11 @@ def embed_items(
 
 
 def _embed_modality(
-    spark: SparkSession, todo: DataFrame, plan: Plan, cfg: EmbeddingConfig, count: ModalityCount,
+    spark: SparkSession,
+    todo: DataFrame,
+    plan: Plan,
+    cfg: EmbeddingConfig,
+    count: ModalityCount,
     progress: Callable[[str], None],
 ) -> DataFrame:
     """Embed `todo` (cached: item_id, input_hash, vector, reason, detail) and fill in `count`'s outcomes."""
@@ -186,7 +214,10 @@ def _task_count(pending: int, modality: str, cfg: EmbeddingConfig, slots: int) -
 
 
 def _fused(
-    existing: DataFrame | None, new: list[DataFrame], plan_list: list[Plan], cfg: EmbeddingConfig,
+    existing: DataFrame | None,
+    new: list[DataFrame],
+    plan_list: list[Plan],
+    cfg: EmbeddingConfig,
 ) -> tuple[DataFrame | None, ModalityCount]:
     """Fused vectors (cached, `fresh` where the table lacks them) of the modality vectors the table will hold
     once `new` is merged into `existing`, and their count; nothing is read back after the merge."""
@@ -212,8 +243,13 @@ def _fused(
 
 def _vector_rows(result: DataFrame, plan: Plan) -> DataFrame:
     return result.where("reason is null").select(
-        "item_id", F.lit(plan.modality).alias("modality"), F.lit(plan.encoder).alias("encoder"),
-        F.lit(plan.version).alias("encoder_version"), "input_hash", F.lit(plan.dim).alias("dim"), "vector",
+        "item_id",
+        F.lit(plan.modality).alias("modality"),
+        F.lit(plan.encoder).alias("encoder"),
+        F.lit(plan.version).alias("encoder_version"),
+        "input_hash",
+        F.lit(plan.dim).alias("dim"),
+        "vector",
         F.lit(dt.datetime.now(dt.UTC)).alias("embedded_at"),
     )
 
@@ -221,8 +257,11 @@ def _vector_rows(result: DataFrame, plan: Plan) -> DataFrame:
 def _quarantine_rows(result: DataFrame, plan: Plan) -> DataFrame:
     return result.where("reason is not null").select(
         F.concat_ws(":", F.lit("item"), "item_id", F.lit(plan.modality), F.lit(plan.version)).alias("record_id"),
-        F.lit(f"embed:{plan.encoder}").alias("source"), "reason", "detail",
-        F.concat(F.lit("item_id="), "item_id").alias("raw"), F.lit(ITEM_EMBEDDINGS.name).alias("target"),
+        F.lit(f"embed:{plan.encoder}").alias("source"),
+        "reason",
+        "detail",
+        F.concat(F.lit("item_id="), "item_id").alias("raw"),
+        F.lit(ITEM_EMBEDDINGS.name).alias("target"),
     )
 
 
@@ -230,9 +269,11 @@ def _inputs(items: DataFrame, modality: str) -> DataFrame:
     """item_id, the encoder's input, and a hash of it (what decides whether to embed again)."""
     if modality == "text":
         return items.where(F.col("title").isNotNull()).select(
-            "item_id", F.col("title").alias("input"), F.sha2(F.col("title"), 256).alias("input_hash"))
+            "item_id", F.col("title").alias("input"), F.sha2(F.col("title"), 256).alias("input_hash")
+        )
     return items.where(F.col("image").isNotNull()).select(
-        "item_id", F.col("image").alias("input"), F.col("image_sha256").alias("input_hash"))
+        "item_id", F.col("image").alias("input"), F.col("image_sha256").alias("input_hash")
+    )
 
 
 def _not_yet_embedded(rows: DataFrame, existing: DataFrame, version: str) -> DataFrame:
@@ -283,7 +324,7 @@ def embed_batch(encoder: Encoder, inputs: list, modality: str, batch_size: int, 
         else:
             ready.append((i, value))
     for start in range(0, len(ready), batch_size):
-        chunk = ready[start:start + batch_size]
+        chunk = ready[start : start + batch_size]
         try:
             vectors[[i for i, _ in chunk]] = encoder.embed([v for _, v in chunk])
         except Exception:  # one bad input must not cost its batch: find it by embedding one at a time
@@ -293,8 +334,9 @@ def embed_batch(encoder: Encoder, inputs: list, modality: str, batch_size: int, 
                 except Exception as e:
                     reasons[i], details[i] = ENCODER_ERROR, f"{type(e).__name__}: {e}"[:200]
     vector = _list_array(vectors, missing=np.array([r is not None for r in reasons], bool))
-    return pa.StructArray.from_arrays([vector, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
-                                      names=_RESULT.fieldNames())
+    return pa.StructArray.from_arrays(
+        [vector, pa.array(reasons, pa.string()), pa.array(details, pa.string())], names=_RESULT.fieldNames()
+    )
 
 
 def _fused_rows(embeddings: DataFrame, plan_list: list[Plan], cfg: EmbeddingConfig) -> DataFrame:
@@ -302,18 +344,23 @@ def _fused_rows(embeddings: DataFrame, plan_list: list[Plan], cfg: EmbeddingConf
     parts = []
     for plan in plan_list:
         rows = embeddings.where((F.col("modality") == plan.modality) & (F.col("encoder_version") == plan.version))
-        parts.append(rows.select("item_id", F.col("vector").alias(f"v_{plan.modality}"),
-                                 F.col("input_hash").alias(f"h_{plan.modality}")))
+        parts.append(
+            rows.select("item_id", F.col("vector").alias(f"v_{plan.modality}"), F.col("input_hash").alias(f"h_{plan.modality}"))
+        )
     joined = parts[0]
     for p in parts[1:]:
         joined = joined.join(p, "item_id", "full_outer")
     hashed = F.sha2(F.concat_ws("|", *[F.coalesce(F.col(f"h_{p.modality}"), F.lit("-")) for p in plan_list]), 256)
     vector = _fuse_udf([p.dim for p in plan_list], cfg.fusion)(*[F.col(f"v_{p.modality}") for p in plan_list])
     return joined.select(
-        "item_id", F.lit(FUSED).alias("modality"), F.lit(cfg.fusion).alias("encoder"),
-        F.lit(fused_version(cfg, plan_list)).alias("encoder_version"), hashed.alias("input_hash"),
+        "item_id",
+        F.lit(FUSED).alias("modality"),
+        F.lit(cfg.fusion).alias("encoder"),
+        F.lit(fused_version(cfg, plan_list)).alias("encoder_version"),
+        hashed.alias("input_hash"),
         F.lit(sum(p.dim for p in plan_list) if cfg.fusion == "concat" else plan_list[0].dim).alias("dim"),
-        vector.alias("vector"), F.lit(dt.datetime.now(dt.UTC)).alias("embedded_at"),
+        vector.alias("vector"),
+        F.lit(dt.datetime.now(dt.UTC)).alias("embedded_at"),
     )
 
 

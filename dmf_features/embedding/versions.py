@@ -28,8 +28,9 @@ def plans(cfg: EmbeddingConfig) -> list[Plan]:
         encoder_cfg: EncoderConfig | None = getattr(cfg, modality)
         if encoder_cfg is None:
             continue
-        spec = EncoderSpec(kind=encoder_cfg.kind, path=encoder_cfg.path, max_tokens=encoder_cfg.max_tokens,
-                           batch_size=cfg.batch_size)
+        spec = EncoderSpec(
+            kind=encoder_cfg.kind, path=encoder_cfg.path, max_tokens=encoder_cfg.max_tokens, batch_size=cfg.batch_size
+        )
         encoder = load_encoder(spec, device="cpu")
         result.append(Plan(modality, spec, encoder.name, encoder.version, encoder.dim))
     if cfg.fusion == "mean" and len({p.dim for p in result}) > 1:

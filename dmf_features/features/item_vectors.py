@@ -23,8 +23,7 @@ def load_item_vectors(spark: SparkSession, lake: Lake, versions: dict[str, str])
         table = lake.read(spark, ITEM_EMBEDDINGS.name, partition_filters=[("modality", "=", modality)])
         arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector").toArrow()
         if arrow.num_rows == 0:
-            raise LookupError(
-                f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
+            raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
         ids = arrow.column("item_id").to_numpy()
         flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         matrix = np.asarray(flat, np.float32).reshape(len(ids), -1)

@@ -25,10 +25,33 @@ from dmf_features.infra.lake import spark_schema
 from dmf_features.schemas import MODALITIES, SAMPLES, feature_column
 
 # columns of a sample row before its features are attached (also the negatives UDF's output)
-SAMPLE_COLUMNS = ("sample_id", "user_id", "item_id", "event_time", "event_type", "label", "is_negative",
-                  "split", "split_rule", "date", "micros")
-_STREAM_COLUMNS = ("user_id", "micros", "kind", "item_id", "event_type", "sample_id", "event_time", "label",
-                   "is_negative", "split", "split_rule", "date")
+SAMPLE_COLUMNS = (
+    "sample_id",
+    "user_id",
+    "item_id",
+    "event_time",
+    "event_type",
+    "label",
+    "is_negative",
+    "split",
+    "split_rule",
+    "date",
+    "micros",
+)
+_STREAM_COLUMNS = (
+    "user_id",
+    "micros",
+    "kind",
+    "item_id",
+    "event_type",
+    "sample_id",
+    "event_time",
+    "label",
+    "is_negative",
+    "split",
+    "split_rule",
+    "date",
+)
 NEGATIVE_EVENT_TYPE = "negative"
 
 
@@ -36,8 +59,15 @@ def observed_samples(events: DataFrame, split: SplitConfig) -> DataFrame:
     """Every event as a sample, with its split."""
     rows = events.select(
         F.concat_ws(":", "user_id", "item_id", F.unix_seconds("event_time"), "event_type").alias("sample_id"),
-        "user_id", "item_id", "event_time", "event_type", "label", F.lit(False).alias("is_negative"),
-        _split(split).alias("split"), F.lit(split.rule()).alias("split_rule"), "date",
+        "user_id",
+        "item_id",
+        "event_time",
+        "event_type",
+        "label",
+        F.lit(False).alias("is_negative"),
+        _split(split).alias("split"),
+        F.lit(split.rule()).alias("split_rule"),
+        "date",
         F.unix_micros("event_time").alias("micros"),
     )
     return rows.select(*SAMPLE_COLUMNS)
@@ -45,8 +75,11 @@ def observed_samples(events: DataFrame, split: SplitConfig) -> DataFrame:
 
 def _split(split: SplitConfig) -> Column:
     if split.method == "temporal":
-        return (F.when(F.col("event_time") < F.lit(_utc_midnight(split.valid_from)), "train")
-                .when(F.col("event_time") < F.lit(_utc_midnight(split.test_from)), "valid").otherwise("test"))
+        return (
+            F.when(F.col("event_time") < F.lit(_utc_midnight(split.valid_from)), "train")
+            .when(F.col("event_time") < F.lit(_utc_midnight(split.test_from)), "valid")
+            .otherwise("test")
+        )
     rank = F.row_number().over(newest_first_window())
     return F.when(rank == 1, "test").when(rank == 2, "valid").otherwise("train")
 
@@ -62,11 +95,11 @@ def behaviour_events(events: DataFrame, behaviour: BehaviourConfig) -> DataFrame
         rows = rows.where(F.col("label") == behaviour.label)
     if behaviour.event_types is not None:
         rows = rows.where(F.col("event_type").isin(behaviour.event_types))
-    return rows.select("user_id", "item_id", "event_time", "event_type", F.unix_micros("event_time").alias("micros"),
-                       "date")
+    return rows.select("user_id", "item_id", "event_time", "event_type", F.unix_micros("event_time").alias("micros"), "date")
 
 
 # ------------------------------------------------------------------------------------ negatives
+
 
 def item_availability(events: DataFrame) -> ItemAvailability:
     """Each item's first appearance in `events` (any user), for drawing negatives that existed then."""
@@ -90,38 +123,63 @@ def negative_samples(positives: DataFrame, availability: Broadcast, ratio: int, 
                 continue
             taken = batch.take(pa.array(rows))
             seconds = np.floor_divide(micros[rows], 1_000_000)
-            ids = [f"{u}:{n}:{s}:neg{j}:{p}" for u, n, s, j, p in
-                   zip(users[rows], negatives, seconds, slots, items[rows], strict=True)]
+            ids = [
+                f"{u}:{n}:{s}:neg{j}:{p}"
+                for u, n, s, j, p in zip(users[rows], negatives, seconds, slots, items[rows], strict=True)
+            ]
             columns = {
-                "sample_id": pa.array(ids), "item_id": pa.array(negatives, pa.int64()),
-                "event_type": pa.array([NEGATIVE_EVENT_TYPE] * len(rows)), "label": pa.array(np.zeros(len(rows), np.int32)),
+                "sample_id": pa.array(ids),
+                "item_id": pa.array(negatives, pa.int64()),
+                "event_type": pa.array([NEGATIVE_EVENT_TYPE] * len(rows)),
+                "label": pa.array(np.zeros(len(rows), np.int32)),
                 "is_negative": pa.array(np.ones(len(rows), bool)),
             }
             yield pa.RecordBatch.from_arrays(
-                [columns[name] if name in columns else taken.column(name) for name in schema.names],
-                names=schema.names)
+                [columns[name] if name in columns else taken.column(name) for name in schema.names], names=schema.names
+            )
 
     return positives.select(*SAMPLE_COLUMNS).mapInArrow(draw, schema)
 
 
 # ------------------------------------------------------------------------------------- features
 
+
 def with_features(
-    samples: DataFrame, behaviours: DataFrame, vectors: Broadcast, shape: FeatureShape,
-    edges: dict[str, np.ndarray], partitions: int,
+    samples: DataFrame,
+    behaviours: DataFrame,
+    vectors: Broadcast,
+    shape: FeatureShape,
+    edges: dict[str, np.ndarray],
+    partitions: int,
 ) -> DataFrame:
     """`samples` rows (SAMPLE_COLUMNS) with histories and features: the `samples` table's rows
     (`edges`: each modality's bucket boundaries)."""
     sample_rows = samples.select(
-        "user_id", "micros", F.lit(KIND_SAMPLE).alias("kind"), "item_id", "event_type", "sample_id", "event_time",
-        "label", "is_negative", "split", "split_rule", "date")
+        "user_id",
+        "micros",
+        F.lit(KIND_SAMPLE).alias("kind"),
+        "item_id",
+        "event_type",
+        "sample_id",
+        "event_time",
+        "label",
+        "is_negative",
+        "split",
+        "split_rule",
+        "date",
+    )
     behaviour_rows = behaviours.select(
-        "user_id", "micros", F.lit(KIND_BEHAVIOUR).alias("kind"), "item_id", "event_type",
-        *[F.lit(None).cast(samples.schema[c].dataType).alias(c)
-          for c in ("sample_id", "event_time", "label", "is_negative", "split", "split_rule", "date")])
-    stream = (sample_rows.unionByName(behaviour_rows)
-              .repartition(partitions, "user_id")
-              .sortWithinPartitions(*STREAM_ORDER))
+        "user_id",
+        "micros",
+        F.lit(KIND_BEHAVIOUR).alias("kind"),
+        "item_id",
+        "event_type",
+        *[
+            F.lit(None).cast(samples.schema[c].dataType).alias(c)
+            for c in ("sample_id", "event_time", "label", "is_negative", "split", "split_rule", "date")
+        ],
+    )
+    stream = sample_rows.unionByName(behaviour_rows).repartition(partitions, "user_id").sortWithinPartitions(*STREAM_ORDER)
     return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape, edges), spark_schema(SAMPLES))
 
 
@@ -133,8 +191,9 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
         by_modality: dict[str, ModalityVectors] = vectors.value
         for batch in batches:
             users = batch.column("user_id").to_numpy()
-            windows = stream.windows(users, batch.column("micros").to_numpy(), batch.column("kind").to_numpy(),
-                                     batch.column("item_id").to_numpy())
+            windows = stream.windows(
+                users, batch.column("micros").to_numpy(), batch.column("kind").to_numpy(), batch.column("item_id").to_numpy()
+            )
             if not len(windows.sample_rows):
                 continue
             rows = windows.sample_rows
@@ -144,17 +203,20 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
             columns: dict[str, pa.Array] = {
                 "hist_len": pa.array(exists.sum(axis=1).astype(np.int32)),
                 "hist_item_ids": _lists(np.where(exists, windows.behaviour_items[positions], 0), pa.int64()),
-                "hist_times": _lists(np.where(exists, np.floor_divide(windows.behaviour_micros[positions], 1_000_000), 0),
-                                     pa.int64()),
+                "hist_times": _lists(
+                    np.where(exists, np.floor_divide(windows.behaviour_micros[positions], 1_000_000), 0), pa.int64()
+                ),
                 "long_len": pa.array((windows.hi - windows.lo).astype(np.int32)),
             }
             for modality in MODALITIES:
-                found = modality_features(by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape,
-                                          edges.get(modality, _NO_EDGES))
+                found = modality_features(
+                    by_modality.get(modality, _NO_VECTORS), windows, targets, sample_users, shape, edges.get(modality, _NO_EDGES)
+                )
                 for feature, values in found.items():
                     columns[feature_column(modality, feature)] = _column(values)
             yield pa.RecordBatch.from_arrays(
-                [columns[name] if name in columns else taken.column(name) for name in names], names=list(names))
+                [columns[name] if name in columns else taken.column(name) for name in names], names=list(names)
+            )
 
     return compute
 
@@ -162,8 +224,12 @@ def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.nd
 _NO_VECTORS = ModalityVectors("none", np.empty(0, np.int64), np.empty((0, 1), np.float32))
 _NO_EDGES = np.empty(0, np.float32)  # a modality without vectors is masked everywhere: its edges never matter
 
-_ARROW_TYPES = {np.dtype(np.float32): pa.float32(), np.dtype(np.int32): pa.int32(),
-                np.dtype(np.int64): pa.int64(), np.dtype(bool): pa.bool_()}
+_ARROW_TYPES = {
+    np.dtype(np.float32): pa.float32(),
+    np.dtype(np.int32): pa.int32(),
+    np.dtype(np.int64): pa.int64(),
+    np.dtype(bool): pa.bool_(),
+}
 
 
 def _column(values: np.ndarray) -> pa.Array:

@@ -77,7 +77,10 @@ class FeaturesReport:
 
 
 def build_features(
-    spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope = DateScope(),
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    scope: DateScope = DateScope(),
     progress: Callable[[str], None] = print,
 ) -> FeaturesReport:
     started = time.monotonic()
@@ -88,21 +91,29 @@ def build_features(
     if scope.incremental and features.split.method == "leave_last_out":
         raise FeaturesError(
             "the leave_last_out split needs a full build (a user's test event moves when new events arrive); "
-            "run without --date/--since, or use features.split.method: temporal for daily builds")
+            "run without --date/--since, or use features.split.method: temporal for daily builds"
+        )
 
     progress("loading item vectors")
     report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
     loaded = load_item_vectors(spark, lake, report.versions)
     progress("item vectors: " + ", ".join(f"{m} {len(v.ids):,} x {v.matrix.shape[1]}" for m, v in loaded.items()))
     edges = {m: bucket_edges(v.matrix, features.buckets, features.bucket_edges) for m, v in loaded.items()}
-    progress(f"similarity bucket edges ({features.bucket_edges}): "
-             + "; ".join(f"{m} " + " ".join(f"{e:.3f}" for e in edge) for m, edge in edges.items()))
+    progress(
+        f"similarity bucket edges ({features.bucket_edges}): "
+        + "; ".join(f"{m} " + " ".join(f"{e:.3f}" for e in edge) for m, edge in edges.items())
+    )
     vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
     events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
-    lineage = Lineage(lake.version(EVENTS.name), lake.version(ITEM_EMBEDDINGS.name), report.versions, str(scope),
-                      features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
-                      {m: edge.tolist() for m, edge in edges.items()})
+    lineage = Lineage(
+        lake.version(EVENTS.name),
+        lake.version(ITEM_EMBEDDINGS.name),
+        report.versions,
+        str(scope),
+        features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
+        {m: edge.tolist() for m, edge in edges.items()},
+    )
     try:
         _build(spark, cfg, lake, scope, events, vectors, edges, report, lineage, progress)
     finally:
@@ -113,14 +124,25 @@ def build_features(
     return report
 
 
-def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, events: DataFrame, vectors,
-           edges: dict, report: FeaturesReport, lineage: Lineage, progress: Callable[[str], None]) -> None:
+def _build(
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    scope: DateScope,
+    events: DataFrame,
+    vectors,
+    edges: dict,
+    report: FeaturesReport,
+    lineage: Lineage,
+    progress: Callable[[str], None],
+) -> None:
     features = cfg.features
     samples = observed_samples(events.where(scope.condition(F.col("date"))), features.split)
     if features.negatives.ratio:
         availability = spark.sparkContext.broadcast(item_availability(events))
-        negatives = negative_samples(samples.where(F.col("label") == 1), availability,
-                                     features.negatives.ratio, features.negatives.seed)
+        negatives = negative_samples(
+            samples.where(F.col("label") == 1), availability, features.negatives.ratio, features.negatives.seed
+        )
         samples = samples.unionByName(negatives)
     samples = samples.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -144,19 +166,29 @@ def _build(spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope, event
         total = report.events + report.negatives
         started = time.monotonic()
         # rows per Arrow batch handed to the feature UDF: its memory is proportional to this
-        with session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)), \
-                SparkProgress(spark, total, "building samples", progress, unit="samples"):
-            commit = lake.write(rows, SAMPLES.name, mode="overwrite", partition_by=SAMPLES.partition_by,
-                                replace_partitions=scope.partitions(), description=f"samples ({scope})",
-                                lineage=lineage)
+        with (
+            session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(features.batch_rows)),
+            SparkProgress(spark, total, "building samples", progress, unit="samples"),
+        ):
+            commit = lake.write(
+                rows,
+                SAMPLES.name,
+                mode="overwrite",
+                partition_by=SAMPLES.partition_by,
+                replace_partitions=scope.partitions(),
+                description=f"samples ({scope})",
+                lineage=lineage,
+            )
         report.commits.append(commit)
         report.samples_written = commit.rows_written
         report.phases["samples"] = time.monotonic() - started
     finally:
         samples.unpersist()
     if not report.balanced:
-        raise FeaturesError(f"samples do not reconcile: {report.events:,} events + {report.negatives:,} negatives "
-                            f"!= {report.samples_written:,} rows written")
+        raise FeaturesError(
+            f"samples do not reconcile: {report.events:,} events + {report.negatives:,} negatives "
+            f"!= {report.samples_written:,} rows written"
+        )
 
     progress("merging user_sequences")
     started = time.monotonic()
@@ -173,13 +205,23 @@ def _behaviours_for_scope(behaviours: DataFrame, samples: DataFrame, scope: Date
     users = samples.select("user_id").distinct()
     mine = behaviours.join(users, "user_id", "left_semi")
     newest = newest_first_window()
-    earlier = (mine.where(F.col("date") < F.lit(first_day))
-               .withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_length).drop("rank"))
+    earlier = (
+        mine.where(F.col("date") < F.lit(first_day))
+        .withColumn("rank", F.row_number().over(newest))
+        .where(F.col("rank") <= long_length)
+        .drop("rank")
+    )
     return earlier.unionByName(mine.where(scope.condition(F.col("date"))))
 
 
 def _merge_user_sequences(
-    spark: SparkSession, cfg: Config, lake: Lake, events: DataFrame, scope: DateScope, vectors, lineage: Lineage,
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    events: DataFrame,
+    scope: DateScope,
+    vectors,
+    lineage: Lineage,
     progress: Callable[[str], None],
 ) -> CommitResult:
     behaviours = behaviour_events(events, cfg.features.behaviour)
@@ -190,13 +232,21 @@ def _merge_user_sequences(
     else:
         changed_users = behaviours.where(scope.condition(F.col("date"))).select("user_id").distinct()
         behaviours = behaviours.join(changed_users, "user_id", "left_semi")
-    rows = user_sequence_rows(behaviours, vectors, cfg.features.history_length, cfg.features.long_history_length,
-                              cfg.features.sequence_vectors, as_of)
+    rows = user_sequence_rows(
+        behaviours, vectors, cfg.features.history_length, cfg.features.long_history_length, cfg.features.sequence_vectors, as_of
+    )
     if missing:
-        return lake.write(rows, USER_SEQUENCES.name, mode="overwrite", schema_mode="merge",
-                          description="user_sequences (rebuilt for a new schema)", lineage=lineage)
+        return lake.write(
+            rows,
+            USER_SEQUENCES.name,
+            mode="overwrite",
+            schema_mode="merge",
+            description="user_sequences (rebuilt for a new schema)",
+            lineage=lineage,
+        )
     # a row holds L vectors per modality (about 0.7 MB at L=50 with the default encoders): the merge
     # reads the table's rows a few at a time, not Spark's default 4,096 at once
     with session_conf(spark, "spark.sql.parquet.columnarReaderBatchSize", "64"):
-        return lake.merge(rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})",
-                          lineage=lineage)
+        return lake.merge(
+            rows, USER_SEQUENCES.name, USER_SEQUENCES.keys, description=f"user_sequences ({scope})", lineage=lineage
+        )

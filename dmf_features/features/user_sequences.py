@@ -26,19 +26,28 @@ from dmf_features.schemas import MODALITIES, USER_SEQUENCES, vectors_column
 
 
 def user_sequence_rows(
-    behaviours: DataFrame, vectors: Broadcast, history_length: int, long_history_length: int,
-    stored: Sequence[str], as_of: dt.datetime,
+    behaviours: DataFrame,
+    vectors: Broadcast,
+    history_length: int,
+    long_history_length: int,
+    stored: Sequence[str],
+    as_of: dt.datetime,
 ) -> DataFrame:
     """One `user_sequences` row per user in `behaviours` (user_id, item_id, event_time, event_type)."""
     newest = newest_first_window()
     latest = behaviours.withColumn("rank", F.row_number().over(newest)).where(F.col("rank") <= long_history_length)
     grouped = latest.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("event_time", "item_id", "event_type")), asc=False).alias("long"))
+        F.sort_array(F.collect_list(F.struct("event_time", "item_id", "event_type")), asc=False).alias("long")
+    )
     short = F.slice("long", 1, history_length).alias("h")
     rows = grouped.select("user_id", "long", short).select(
-        "user_id", F.lit(as_of).cast("timestamp").alias("as_of"), F.col("h")[0]["event_time"].alias("last_event_time"),
-        F.size("h").alias("hist_len"), F.col("h.item_id").alias("hist_item_ids"),
-        F.col("h.event_time").alias("hist_event_times"), F.col("h.event_type").alias("hist_event_types"),
+        "user_id",
+        F.lit(as_of).cast("timestamp").alias("as_of"),
+        F.col("h")[0]["event_time"].alias("last_event_time"),
+        F.size("h").alias("hist_len"),
+        F.col("h.item_id").alias("hist_item_ids"),
+        F.col("h.event_time").alias("hist_event_times"),
+        F.col("h.event_type").alias("hist_event_types"),
         F.col("long.item_id").alias("long_hist_item_ids"),
     )
     stored = tuple(stored)
@@ -53,7 +62,8 @@ def user_sequence_rows(
                 columns[vectors_column(modality)] = _vector_lists(ids, source)
             yield pa.RecordBatch.from_arrays(
                 [columns[name] if name in columns else batch.column(name) for name in USER_SEQUENCES.columns],
-                names=USER_SEQUENCES.columns)
+                names=USER_SEQUENCES.columns,
+            )
 
     return rows.mapInArrow(attach, spark_schema(USER_SEQUENCES))
 
@@ -70,7 +80,6 @@ def _vector_lists(ids: pa.ListArray, vectors: ModalityVectors | None) -> pa.Arra
     values = vectors.matrix[rows[present]].reshape(-1)
     inner_offsets = np.zeros(len(flat_ids) + 1, np.int32)
     inner_offsets[1:] = np.cumsum(np.where(present, dim, 0))
-    inner = pa.ListArray.from_arrays(pa.array(inner_offsets), pa.array(values, pa.float32()),
-                                     mask=pa.array(~present))
+    inner = pa.ListArray.from_arrays(pa.array(inner_offsets), pa.array(values, pa.float32()), mask=pa.array(~present))
     outer_offsets = ids.offsets.to_numpy()
     return pa.ListArray.from_arrays(pa.array(outer_offsets - outer_offsets[0]), inner)

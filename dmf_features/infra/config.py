@@ -33,9 +33,7 @@ class GpuConfig(_Section):
 
     executor_amount: int = Field(1, ge=1, description="spark.executor.resource.gpu.amount")
     task_amount: float = Field(1.0, gt=0, description="spark.task.resource.gpu.amount")
-    discovery_script: str | None = Field(
-        None, description="spark.executor.resource.gpu.discoveryScript (standalone and YARN)"
-    )
+    discovery_script: str | None = Field(None, description="spark.executor.resource.gpu.discoveryScript (standalone and YARN)")
 
 
 class SparkConfig(_Section):
@@ -43,9 +41,7 @@ class SparkConfig(_Section):
     app_name: str = "dmf-features"
     driver_memory: str = "6g"
     shuffle_partitions: int = Field(8, ge=1)
-    python: str | None = Field(
-        None, description="Python for Spark workers; default: the interpreter running the job"
-    )
+    python: str | None = Field(None, description="Python for Spark workers; default: the interpreter running the job")
     gpu: GpuConfig | None = None
     conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
 
@@ -143,7 +139,8 @@ class EmbeddingConfig(_Section):
     text: EncoderConfig | None = EncoderConfig(kind="minilm")
     image: EncoderConfig | None = EncoderConfig(kind="efficientnet-lite0")
     fusion: Literal["concat", "mean"] = Field(
-        "concat", description="fused vector: normalised concatenation, or the mean (same-space encoders such as CLIP)")
+        "concat", description="fused vector: normalised concatenation, or the mean (same-space encoders such as CLIP)"
+    )
     batch_size: int = Field(32, ge=1, description="inputs per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible")
     items_per_task: int = Field(256, ge=1, description="work per Spark task: smaller gives finer progress")
@@ -206,25 +203,32 @@ class FeaturesConfig(_Section):
     long_history_length: int = Field(500, ge=1, description="L_long: history used for hist and top-k")
     buckets: int = Field(10, ge=2, description="B: similarity buckets per modality")
     bucket_edges: Literal["observed_range", "quantile", "equal_width"] = Field(
-        "observed_range", description="observed_range: equal widths over the range where 99.8% of random item "
-                                      "pairs' similarities lie; quantile: an equal share of those pairs per bucket; "
-                                      "equal_width: [-1, 1] split evenly")
+        "observed_range",
+        description="observed_range: equal widths over the range where 99.8% of random item "
+        "pairs' similarities lie; quantile: an equal share of those pairs per bucket; "
+        "equal_width: [-1, 1] split evenly",
+    )
     top_k: int = Field(10, ge=1, description="K: most similar long-history items kept per sample")
     split: SplitConfig = SplitConfig(method="leave_last_out")
     negatives: NegativesConfig = NegativesConfig()
     sequence_vectors: list[Modality] = Field(
         default_factory=lambda: list(MODALITIES),
-        description="modalities whose vectors user_sequences stores beside the history ids")
+        description="modalities whose vectors user_sequences stores beside the history ids",
+    )
     encoder_versions: dict[Modality, str] | None = Field(
-        None, description="item_embeddings versions to read per modality (a modality left out is masked); "
-                          "default: the versions the configured encoders produce")
+        None,
+        description="item_embeddings versions to read per modality (a modality left out is masked); "
+        "default: the versions the configured encoders produce",
+    )
     batch_rows: int = Field(4096, ge=64, description="rows per Arrow batch in the feature UDF (bounds memory)")
 
     @model_validator(mode="after")
     def _lengths_nest(self) -> FeaturesConfig:
         if self.history_length > self.long_history_length:
-            raise ValueError(f"history_length ({self.history_length}) must not exceed long_history_length "
-                             f"({self.long_history_length}): the short history is the start of the long one")
+            raise ValueError(
+                f"history_length ({self.history_length}) must not exceed long_history_length "
+                f"({self.long_history_length}): the short history is the start of the long one"
+            )
         if self.top_k > self.long_history_length:
             raise ValueError(f"top_k ({self.top_k}) must not exceed long_history_length ({self.long_history_length})")
         return self
@@ -253,7 +257,11 @@ class Config(_Section):
 
 _INPUT_PATHS = ("source.movielens.path", "source.movielens.posters")
 _RELATIVE_PATHS = (
-    "lake.uri", "source.movielens.path", "source.movielens.posters", "source.synthetic.output", "quality.results_dir",
+    "lake.uri",
+    "source.movielens.path",
+    "source.movielens.posters",
+    "source.synthetic.output",
+    "quality.results_dir",
 )
 
 

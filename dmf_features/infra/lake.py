@@ -235,11 +235,21 @@ class Lake:
         def commit(snapshot: DeltaTable | None) -> int | None:
             if app_id and snapshot is not None and snapshot.transaction_version(app_id) is not None:
                 return None
-            return self._commit(snapshot, _Commit(
-                table, operation, written.adds, df.schema, partition_by, mode=mode,
-                replace_partitions=list(replace_partitions or []) or None,
-                txns=[Transaction(app_id, 0)] if app_id else None, description=description, lineage=lineage,
-            ))
+            return self._commit(
+                snapshot,
+                _Commit(
+                    table,
+                    operation,
+                    written.adds,
+                    df.schema,
+                    partition_by,
+                    mode=mode,
+                    replace_partitions=list(replace_partitions or []) or None,
+                    txns=[Transaction(app_id, 0)] if app_id else None,
+                    description=description,
+                    lineage=lineage,
+                ),
+            )
 
         version = self._with_retries(table, commit)
         if version is None:
@@ -283,9 +293,11 @@ class Lake:
                 outcome.update(rows_changed=n_changed, files_added=0, files_removed=len(touched), rows_written=0)
                 if n_changed == 0:
                     return None
-                kept = target.where(F.col(_FILE_COLUMN).isin(list(touched))).join(
-                    changed.select(*keys), keys, "left_anti"
-                ) if touched else None
+                kept = (
+                    target.where(F.col(_FILE_COLUMN).isin(list(touched))).join(changed.select(*keys), keys, "left_anti")
+                    if touched
+                    else None
+                )
                 new_rows = changed.select(*columns)
                 if kept is not None:
                     new_rows = new_rows.unionByName(kept.select(*columns))
@@ -294,17 +306,32 @@ class Lake:
                 changed.unpersist()
             removes = _remove_actions(snapshot, touched)
             outcome.update(files_added=len(written.adds), rows_written=written.rows)
-            return self._commit(snapshot, _Commit(
-                table, "merge", written.adds, df.schema, partition_by, removes=removes,
-                description=description, read_version=snapshot.version(), lineage=lineage,
-            ))
+            return self._commit(
+                snapshot,
+                _Commit(
+                    table,
+                    "merge",
+                    written.adds,
+                    df.schema,
+                    partition_by,
+                    removes=removes,
+                    description=description,
+                    read_version=snapshot.version(),
+                    lineage=lineage,
+                ),
+            )
 
         version = self._with_retries(table, attempt)
         if version is None:
             return CommitResult(table, None, "merge", rows_changed=0, skipped_reason="no row changed")
         return CommitResult(
-            table, version, "merge", outcome["files_added"], outcome["files_removed"],
-            outcome["rows_written"], outcome["rows_changed"],
+            table,
+            version,
+            "merge",
+            outcome["files_added"],
+            outcome["files_removed"],
+            outcome["rows_written"],
+            outcome["rows_changed"],
         )
 
     # ---------------------------------------------------------------------------------- maintenance
@@ -351,11 +378,13 @@ class Lake:
         if not (missing or extra or changed):
             return df.select(*table_schema.names)
         problems = "; ".join(
-            p for p in (
+            p
+            for p in (
                 f"missing columns {missing}" if missing else "",
                 f"unexpected columns {extra}" if extra else "",
                 f"changed types [{', '.join(changed)}]" if changed else "",
-            ) if p
+            )
+            if p
         )
         if schema_mode != "merge" or changed:
             hint = "" if changed else " (pass schema_mode='merge' to evolve the schema)"
@@ -378,7 +407,8 @@ class Lake:
         writer.parquet(_spark_uri(f"{self.uri(table)}/{folder}"))
         base = f"{self._fs_root}/{table}/{folder}"
         infos = [
-            i for i in self._fs.get_file_info(pafs.FileSelector(base, recursive=True))
+            i
+            for i in self._fs.get_file_info(pafs.FileSelector(base, recursive=True))
             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
         ]
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -388,15 +418,17 @@ class Lake:
             if num_rows == 0:  # Spark writes an empty file for an empty input: not worth a log entry
                 self._fs.delete_file(info.path)
                 continue
-            relative = f"{folder}/{info.path[len(base) + 1:]}"
-            adds.append(AddAction(
-                path=urllib.parse.quote(relative, safe="/="),
-                size=info.size,
-                partition_values=_partition_values(relative, partition_by),
-                modification_time=int(info.mtime.timestamp() * 1000),
-                data_change=True,
-                stats=json.dumps(stat),
-            ))
+            relative = f"{folder}/{info.path[len(base) + 1 :]}"
+            adds.append(
+                AddAction(
+                    path=urllib.parse.quote(relative, safe="/="),
+                    size=info.size,
+                    partition_values=_partition_values(relative, partition_by),
+                    modification_time=int(info.mtime.timestamp() * 1000),
+                    data_change=True,
+                    stats=json.dumps(stat),
+                )
+            )
         return _WrittenFiles(adds)
 
     def _commit(self, snapshot: DeltaTable | None, commit: _Commit) -> int:
@@ -413,14 +445,23 @@ class Lake:
         partition_by = list(commit.partition_by) or None
         if snapshot is None:
             create_table_with_add_actions(
-                self.uri(commit.table), DeltaSchema.from_arrow(_spark_to_arrow(commit.schema)), commit.adds, mode="error",
-                partition_by=partition_by, description=commit.description,
-                storage_options=self.storage_options, commit_properties=props,
+                self.uri(commit.table),
+                DeltaSchema.from_arrow(_spark_to_arrow(commit.schema)),
+                commit.adds,
+                mode="error",
+                partition_by=partition_by,
+                description=commit.description,
+                storage_options=self.storage_options,
+                commit_properties=props,
             )
         else:
             snapshot.create_write_transaction(
-                [*commit.adds, *commit.removes], commit.mode, schema=snapshot.schema(), partition_by=partition_by,
-                partition_filters=_delta_filters(commit.replace_partitions), commit_properties=props,
+                [*commit.adds, *commit.removes],
+                commit.mode,
+                schema=snapshot.schema(),
+                partition_by=partition_by,
+                partition_filters=_delta_filters(commit.replace_partitions),
+                commit_properties=props,
             )
         return self.delta(commit.table).version()
 
@@ -489,7 +530,7 @@ def _active_files(snapshot: DeltaTable) -> list[dict[str, Any]]:
             "path": a["path"],
             "size": a["size_bytes"],
             "rows": a["num_records"] or 0,
-            "partition": {k[len("partition."):]: _partition_text(v) for k, v in a.items() if k.startswith("partition.")},
+            "partition": {k[len("partition.") :]: _partition_text(v) for k, v in a.items() if k.startswith("partition.")},
         }
         for a in actions
     ]
@@ -539,11 +580,9 @@ def _pruned(
         if op not in _OPS:
             raise LakeError(f"partition filter operator {op!r} is not one of {sorted(_OPS)}")
     return [
-        f for f in files
-        if all(
-            _OPS[op](_typed_partition_value(f["partition"][c], schema.field(c).type), value)
-            for c, op, value in filters
-        )
+        f
+        for f in files
+        if all(_OPS[op](_typed_partition_value(f["partition"][c], schema.field(c).type), value) for c, op, value in filters)
     ]
 
 
@@ -631,9 +670,7 @@ def _require_unique_keys(df: DataFrame, keys: list[str], table: str) -> None:
         raise LakeError(f"merge into {table!r}: the source has duplicate keys {keys}, e.g. {shown}")
 
 
-def _changed_rows(
-    source: DataFrame, target: DataFrame, keys: list[str], columns: list[str], when_matched: str
-) -> DataFrame:
+def _changed_rows(source: DataFrame, target: DataFrame, keys: list[str], columns: list[str], when_matched: str) -> DataFrame:
     """Source rows to write, each with the target file holding the row it replaces (null: new key)."""
     t = target.select(*[F.col(c).alias(f"__t_{c}") for c in columns], _FILE_COLUMN)
     condition = [F.col(k) == F.col(f"__t_{k}") for k in keys]
@@ -654,8 +691,9 @@ def _remove_actions(snapshot: DeltaTable, relative_paths: Iterable[str]) -> list
     wanted = set(relative_paths)
     now = int(time.time() * 1000)
     return [
-        RemoveAction(path=f["path"], data_change=True, deletion_timestamp=now, size=f["size"],
-                     partition_values=f["partition"] or None)
+        RemoveAction(
+            path=f["path"], data_change=True, deletion_timestamp=now, size=f["size"], partition_values=f["partition"] or None
+        )
         for f in _active_files(snapshot)
         if urllib.parse.unquote(f["path"]) in wanted
     ]

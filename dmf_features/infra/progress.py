@@ -20,8 +20,15 @@ from pyspark.sql import SparkSession
 class SparkProgress:
     """`with SparkProgress(spark, items, "embedding images", print): df.count()`"""
 
-    def __init__(self, spark: SparkSession, items: int, label: str, report: Callable[[str], None],
-                 every_seconds: float = 10.0, unit: str = "items"):
+    def __init__(
+        self,
+        spark: SparkSession,
+        items: int,
+        label: str,
+        report: Callable[[str], None],
+        every_seconds: float = 10.0,
+        unit: str = "items",
+    ):
         self.spark, self.items, self.label, self.report, self.every = spark, items, label, report, every_seconds
         self.unit, self._shown = unit, 0
         self.group = f"dmf-{uuid.uuid4().hex[:8]}"

@@ -93,5 +93,8 @@ def _warn_if_heap_smaller(spark: SparkSession, wanted: str) -> None:
     unit = wanted[-1].lower()
     wanted_bytes = int(float(wanted[:-1]) * _UNITS[unit]) if unit in _UNITS else int(wanted)
     if heap < 0.8 * wanted_bytes:
-        print(f"dmf: warning: the Spark driver has a {heap / 2**30:.1f} GiB heap but the config asks for "
-              f"driver_memory {wanted}; with spark-submit pass --driver-memory {wanted}", file=sys.stderr)
+        print(
+            f"dmf: warning: the Spark driver has a {heap / 2**30:.1f} GiB heap but the config asks for "
+            f"driver_memory {wanted}; with spark-submit pass --driver-memory {wanted}",
+            file=sys.stderr,
+        )

@@ -63,8 +63,12 @@ def quarantine_rows(classified: DataFrame, source: str, target: str) -> DataFram
     """The rejected records of `classified` in the shape of the `quarantine` table."""
     rejected = classified.where(F.col("reason").isNotNull())
     return rejected.select(
-        "record_id", F.lit(source).alias("source"), "reason", "detail",
-        truncated(F.col("raw")).alias("raw"), F.lit(target).alias("target"),
+        "record_id",
+        F.lit(source).alias("source"),
+        "reason",
+        "detail",
+        truncated(F.col("raw")).alias("raw"),
+        F.lit(target).alias("target"),
     ).select(*QUARANTINE.columns)
 
 
@@ -80,5 +84,6 @@ def flag_duplicates(classified: DataFrame, keys: Sequence[str], order_by: str, r
         *[c for c in classified.columns if c not in ("reason", "detail")],
         F.when(duplicate, F.lit(reason)).otherwise(F.col("reason")).alias("reason"),
         F.when(duplicate, F.concat(F.lit(f"duplicate of {_NOUNS.get(order_by, order_by)} "), F.col("_first").cast("string")))
-        .otherwise(F.col("detail")).alias("detail"),
+        .otherwise(F.col("detail"))
+        .alias("detail"),
     )

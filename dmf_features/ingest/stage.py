@@ -62,11 +62,9 @@ class IngestReport:
         return dict(sorted(reasons.items()))
 
     def render(self) -> str:
-        lines = [f"ingest: {self.scope}", "",
-                 f"  {'input':<14}{'rows in':>11}{'kept':>11}{'quarantined':>13}{'other dates':>13}"]
+        lines = [f"ingest: {self.scope}", "", f"  {'input':<14}{'rows in':>11}{'kept':>11}{'quarantined':>13}{'other dates':>13}"]
         for i in self.inputs:
-            lines.append(f"  {i.name:<14}{i.rows_in:>11,}{i.kept:>11,}{sum(i.quarantined.values()):>13,}"
-                         f"{i.other_dates:>13,}")
+            lines.append(f"  {i.name:<14}{i.rows_in:>11,}{i.kept:>11,}{sum(i.quarantined.values()):>13,}{i.other_dates:>13,}")
         lines += ["", "quarantined by reason:"]
         lines += [f"  {r:<20}{n:>9,}" for r, n in self.quarantined_by_reason.items()] or ["  (none)"]
         lines += ["", "tables:"]
@@ -77,7 +75,10 @@ class IngestReport:
 
 
 def ingest(
-    spark: SparkSession, cfg: Config, lake: Lake, scope: DateScope = DateScope(),
+    spark: SparkSession,
+    cfg: Config,
+    lake: Lake,
+    scope: DateScope = DateScope(),
     progress: Callable[[str], None] = print,
 ) -> IngestReport:
     files = _source_files(cfg, progress)
@@ -100,10 +101,19 @@ def ingest(
         images = q.kept(posters.records).select("item_id", "image", "image_path", "image_status", "image_sha256")
         items = items.join(images, "item_id", "left")
     else:
-        items = items.select("*", *[F.lit(None).cast(t).alias(c) for c, t in (
-            ("image", "binary"), ("image_path", "string"), ("image_status", "string"), ("image_sha256", "string"))])
-    ratings = _persist(ml.parse_ratings(spark, files, known, cfg.ingest,
-                                        scope.condition(F.col("date")), F.lit(max_time)))
+        items = items.select(
+            "*",
+            *[
+                F.lit(None).cast(t).alias(c)
+                for c, t in (
+                    ("image", "binary"),
+                    ("image_path", "string"),
+                    ("image_status", "string"),
+                    ("image_sha256", "string"),
+                )
+            ],
+        )
+    ratings = _persist(ml.parse_ratings(spark, files, known, cfg.ingest, scope.condition(F.col("date")), F.lit(max_time)))
     inputs.append(ratings)
 
     progress("classifying records")
@@ -117,8 +127,12 @@ def ingest(
     progress("writing events")
     event_rows = q.kept(ratings.in_scope).select(*EVENTS.columns).repartition("date")
     events_commit = lake.write(
-        event_rows, EVENTS.name, mode="overwrite", partition_by=EVENTS.partition_by,
-        replace_partitions=scope.partitions(), description="behaviour events, one partition per day",
+        event_rows,
+        EVENTS.name,
+        mode="overwrite",
+        partition_by=EVENTS.partition_by,
+        replace_partitions=scope.partitions(),
+        description="behaviour events, one partition per day",
     )
     commits.append(events_commit)
     progress("writing quarantine")
@@ -126,8 +140,15 @@ def ingest(
     quarantined = bad[0]
     for rows in bad[1:]:
         quarantined = quarantined.unionByName(rows)
-    commits.append(lake.merge(quarantined, QUARANTINE.name, QUARANTINE.keys, partition_by=QUARANTINE.partition_by,
-                              description="rejected records, each with the reason"))
+    commits.append(
+        lake.merge(
+            quarantined,
+            QUARANTINE.name,
+            QUARANTINE.keys,
+            partition_by=QUARANTINE.partition_by,
+            description="rejected records, each with the reason",
+        )
+    )
 
     ratings_count = next(c for c in counts if c.name == ratings.input)
     _reconcile(counts, ratings_count, events_commit)
@@ -156,13 +177,24 @@ def _finish_items(items: DataFrame, source: str) -> DataFrame:
     """Items as the table stores them: an image status for every item, a hash of what encoders see."""
     status = F.coalesce("image_status", F.lit("missing"))
     content = F.concat_ws(
-        "\u001f", F.coalesce("title", F.lit("")), F.coalesce(F.col("year").cast("string"), F.lit("")),
-        F.array_join(F.coalesce("genres", F.array()), "|"), F.coalesce("image_sha256", F.lit("")),
+        "\u001f",
+        F.coalesce("title", F.lit("")),
+        F.coalesce(F.col("year").cast("string"), F.lit("")),
+        F.array_join(F.coalesce("genres", F.array()), "|"),
+        F.coalesce("image_sha256", F.lit("")),
     )
     return items.select(
-        "item_id", "title", "year", "genres", F.coalesce("tags", F.array().cast("array<string>")).alias("tags"),
-        "image", "image_path", status.alias("image_status"), "image_sha256",
-        F.sha2(content, 256).alias("content_hash"), F.lit(source).alias("source"),
+        "item_id",
+        "title",
+        "year",
+        "genres",
+        F.coalesce("tags", F.array().cast("array<string>")).alias("tags"),
+        "image",
+        "image_path",
+        status.alias("image_status"),
+        "image_sha256",
+        F.sha2(content, 256).alias("content_hash"),
+        F.lit(source).alias("source"),
     ).select(*ITEMS.columns)
 
 

@@ -242,9 +242,16 @@ def _by_table(results: Sequence[ExpectationResult]) -> dict[str, list[Expectatio
 def _row(run_id: str, checked_at: dt.datetime, r: ExpectationResult) -> dict[str, Any]:
     """A `validation_results` row, its keys in the table's column order."""
     values = {
-        "run_id": run_id, "checked_at": checked_at, "table_name": r.table, "table_version": r.table_version,
-        "suite": r.suite, "expectation": r.expectation, "column_name": r.column_name, "success": r.success,
-        "observed": r.observed, "details": r.details,
+        "run_id": run_id,
+        "checked_at": checked_at,
+        "table_name": r.table,
+        "table_version": r.table_version,
+        "suite": r.suite,
+        "expectation": r.expectation,
+        "column_name": r.column_name,
+        "success": r.success,
+        "observed": r.observed,
+        "details": r.details,
     }
     return {name: values[name] for name in VALIDATION_RESULTS.columns}
 

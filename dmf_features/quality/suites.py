@@ -45,9 +45,7 @@ def events_suite(ingest: IngestConfig) -> gx.ExpectationSuite:
         name=schemas.EVENTS.name,
         expectations=[
             *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("user_id", "item_id", "event_time", "date")),
-            gxe.ExpectColumnValuesToBeBetween(
-                column="rating", min_value=ingest.rating_min, max_value=ingest.rating_max
-            ),
+            gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=ingest.rating_min, max_value=ingest.rating_max),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=list(schemas.EVENTS.keys)),
             gxe.ExpectTableRowCountToBeBetween(min_value=1),

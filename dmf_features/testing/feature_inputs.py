@@ -17,8 +17,9 @@ from dmf_features.schemas import EVENTS, ITEM_EMBEDDINGS
 VERSIONS = {"text": "test-text@1", "image": "test-image@1", "fused": "test-fused@1"}
 
 
-def write_events(spark: SparkSession, lake: Lake, events: pd.DataFrame, mode: str = "overwrite",
-                 replace_date: dt.date | None = None) -> None:
+def write_events(
+    spark: SparkSession, lake: Lake, events: pd.DataFrame, mode: str = "overwrite", replace_date: dt.date | None = None
+) -> None:
     """events: user_id, item_id, event_time (UTC), and optionally event_type (default click) and label."""
     frame = events.copy()
     frame["event_type"] = frame.get("event_type", "rating")
@@ -28,9 +29,15 @@ def write_events(spark: SparkSession, lake: Lake, events: pd.DataFrame, mode: st
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
     df = spark.createDataFrame(frame[["user_id", "item_id", "event_time", "event_type", "rating", "label", "source"]])
     df = df.select(
-        F.col("user_id").cast("bigint"), F.col("item_id").cast("bigint"), F.col("event_time").cast("timestamp"),
-        "event_type", F.col("rating").cast("double"), F.col("label").cast("int"), "source",
-        F.to_date("event_time").alias("date"))
+        F.col("user_id").cast("bigint"),
+        F.col("item_id").cast("bigint"),
+        F.col("event_time").cast("timestamp"),
+        "event_type",
+        F.col("rating").cast("double"),
+        F.col("label").cast("int"),
+        "source",
+        F.to_date("event_time").alias("date"),
+    )
     replace = [("date", "=", replace_date)] if replace_date else None
     lake.write(df, EVENTS.name, mode=mode, partition_by=EVENTS.partition_by, replace_partitions=replace)
 
@@ -51,7 +58,17 @@ def write_vectors(spark: SparkSession, lake: Lake, vectors: dict[str, tuple[np.n
     rows = []
     for modality, (ids, matrix) in vectors.items():
         for item, vector in zip(ids.tolist(), matrix, strict=True):
-            rows.append((item, modality, "test", VERSIONS[modality], f"h{item}", len(vector),
-                         [float(x) for x in vector], dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
+            rows.append(
+                (
+                    item,
+                    modality,
+                    "test",
+                    VERSIONS[modality],
+                    f"h{item}",
+                    len(vector),
+                    [float(x) for x in vector],
+                    dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                )
+            )
     df = spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS))
     lake.write(df, ITEM_EMBEDDINGS.name, mode="overwrite", partition_by=ITEM_EMBEDDINGS.partition_by)

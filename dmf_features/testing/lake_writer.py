@@ -14,8 +14,9 @@ from dmf_features.infra.spark import get_spark
 
 
 def main(uri: str, table: str, tag: str, count: int, crash: bool) -> None:
-    spark = get_spark(SparkConfig(master="local[1]", shuffle_partitions=1, driver_memory="1g",
-                                  conf={"spark.ui.enabled": "false"}))
+    spark = get_spark(
+        SparkConfig(master="local[1]", shuffle_partitions=1, driver_memory="1g", conf={"spark.ui.enabled": "false"})
+    )
     lake = Lake(LakeConfig(uri=uri, commit_retries=20))
     if crash:  # die the hardest way right after the tasks wrote their files, before the commit
         lake._commit = lambda *a, **k: os.kill(os.getpid(), 9)

@@ -51,7 +51,7 @@ def good_ratings() -> list[str]:
 def write_movielens(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     movies = ["movieId,title,genres"]
-    movies += [f"{m},\"Movie {m}, The ({1990 + m})\",Drama|Comedy" for m in range(1, MOVIES + 1)]
+    movies += [f'{m},"Movie {m}, The ({1990 + m})",Drama|Comedy' for m in range(1, MOVIES + 1)]
     movies.append("7,A duplicate of movie 7 (2001),Drama")  # line 22
     (folder / "movies.csv").write_text("\n".join(movies) + "\n")
     ts = int(DAY1.timestamp())
@@ -72,8 +72,11 @@ def write_movielens(folder: Path) -> Path:
     for m in range(1, MOVIES + 1):
         if m == MISSING_POSTER:
             continue
-        data = (b"\xff\xd8\xff\xe0 not really a jpeg" if m == CORRUPT_POSTER
-                else _jpeg((m * 12, 80, 200), "PNG" if m == PNG_AS_JPG else "JPEG"))
+        data = (
+            b"\xff\xd8\xff\xe0 not really a jpeg"
+            if m == CORRUPT_POSTER
+            else _jpeg((m * 12, 80, 200), "PNG" if m == PNG_AS_JPG else "JPEG")
+        )
         (posters / f"{m}.jpg").write_bytes(data)
     (posters / "999.jpg").write_bytes(_jpeg((1, 2, 3)))
     (posters / "notaposter.txt").write_text("hello")

@@ -86,7 +86,7 @@ def reference_features(
         for i in pos:
             # Behaviours strictly before this sample's time: a prefix of bpos; most recent first.
             n = int(np.searchsorted(ns[bpos], ns[i], side="left"))
-            recent = bpos[max(0, n - depth):n][::-1]
+            recent = bpos[max(0, n - depth) : n][::-1]
             short, long_ = recent[:L], recent[:LL]
             out["hist_len"].append(len(short))
             out["hist_item_ids"].append(np.pad(items[short], (0, L - len(short))))

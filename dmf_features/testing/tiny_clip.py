@@ -20,8 +20,9 @@ def save_tiny_clip(folder: Path, seed: int) -> Path:
     tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
-        text_config=dict(small, vocab_size=len(tokens), max_position_embeddings=16,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        text_config=dict(
+            small, vocab_size=len(tokens), max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1
+        ),
         vision_config=dict(small, image_size=32, patch_size=8),
         projection_dim=16,
     )

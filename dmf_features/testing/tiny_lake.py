@@ -18,30 +18,44 @@ from dmf_features.infra.lake import Lake
 from dmf_features.testing.feature_inputs import VERSIONS, random_vectors, write_events, write_vectors
 
 
-def build_tiny_lake(spark: SparkSession, folder: Path, users: int = 8, items: int = 30, events: int = 150,
-                    seed: int = 2) -> Path:
+def build_tiny_lake(spark: SparkSession, folder: Path, users: int = 8, items: int = 30, events: int = 150, seed: int = 2) -> Path:
     """Write `folder/tiny.yaml` and the lake, MLflow store and reports it names, all under `folder`;
     returns the config's path. The evaluation protocol is sized for so few users."""
     config = folder / "tiny.yaml"
-    config.write_text(json.dumps({
-        "root": str(folder),
-        "spark": {"master": "local[2]", "shuffle_partitions": 2},
-        "lake": {"uri": str(folder / "lake")},
-        "mlflow": {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "tiny"},
-        "source": {"kind": "movielens", "movielens": {"path": str(folder)}},
-        "features": {"history_length": 4, "long_history_length": 8, "buckets": 6, "top_k": 2,
-                     "encoder_versions": VERSIONS, "split": {"method": "leave_last_out"}},
-        "evaluation": {"rolling": {"boundaries": [0.5, 0.7, 0.85], "min_test_users": 2}, "bootstrap_resamples": 50},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "root": str(folder),
+                "spark": {"master": "local[2]", "shuffle_partitions": 2},
+                "lake": {"uri": str(folder / "lake")},
+                "mlflow": {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "tiny"},
+                "source": {"kind": "movielens", "movielens": {"path": str(folder)}},
+                "features": {
+                    "history_length": 4,
+                    "long_history_length": 8,
+                    "buckets": 6,
+                    "top_k": 2,
+                    "encoder_versions": VERSIONS,
+                    "split": {"method": "leave_last_out"},
+                },
+                "evaluation": {"rolling": {"boundaries": [0.5, 0.7, 0.85], "min_test_users": 2}, "bootstrap_resamples": 50},
+            }
+        )
+    )
     cfg = load_config(config)
     lake = Lake(cfg.lake)
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"user_id": rng.integers(1, users + 1, events), "item_id": rng.integers(1, items + 1, events),
-                          "event_time": pd.Timestamp("2024-01-01", tz="UTC")
-                          + pd.to_timedelta(rng.integers(0, 5 * 86_400, events), unit="s"),
-                          "label": rng.integers(0, 2, events)})
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, users + 1, events),
+            "item_id": rng.integers(1, items + 1, events),
+            "event_time": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 5 * 86_400, events), unit="s"),
+            "label": rng.integers(0, 2, events),
+        }
+    )
     write_events(spark, lake, frame.drop_duplicates(["user_id", "item_id", "event_time"]))
-    write_vectors(spark, lake, random_vectors(range(1, items + 1), {"text": 4, "image": 3, "fused": 7},
-                                              missing={"image": {1, 2, 3}}))
+    write_vectors(
+        spark, lake, random_vectors(range(1, items + 1), {"text": 4, "image": 3, "fused": 7}, missing={"image": {1, 2, 3}})
+    )
     build_features(spark, cfg, lake, progress=lambda _: None)
     return config

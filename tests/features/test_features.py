@@ -32,17 +32,27 @@ FEATURE_SUFFIXES = ("sim", "mask", "bucket", "hist", "hist_count", "topk_ids", "
 
 
 def make_config(tmp_path, **features) -> object:
-    section = {"history_length": L, "long_history_length": L_LONG, "buckets": BUCKETS, "top_k": K,
-               "encoder_versions": VERSIONS, "batch_rows": 64,
-               "split": {"method": "temporal", "valid_from": "2024-01-08", "test_from": "2024-01-10"}} | features
+    section = {
+        "history_length": L,
+        "long_history_length": L_LONG,
+        "buckets": BUCKETS,
+        "top_k": K,
+        "encoder_versions": VERSIONS,
+        "batch_rows": 64,
+        "split": {"method": "temporal", "valid_from": "2024-01-08", "test_from": "2024-01-10"},
+    } | features
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "features.yaml"
-    path.write_text(json.dumps({
-        "spark": {"master": "local[2]", "shuffle_partitions": 3},
-        "lake": {"uri": str(tmp_path / "lake")},
-        "source": {"kind": "movielens", "movielens": {"path": str(tmp_path)}},
-        "features": section,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "spark": {"master": "local[2]", "shuffle_partitions": 3},
+                "lake": {"uri": str(tmp_path / "lake")},
+                "source": {"kind": "movielens", "movielens": {"path": str(tmp_path)}},
+                "features": section,
+            }
+        )
+    )
     return load_config(path)
 
 
@@ -50,12 +60,15 @@ def random_events(seed: int = 1, n: int = 700, days: int = 12) -> pd.DataFrame:
     """Twenty users on eighty items, one of them heavy enough to span several Arrow batches."""
     rng = np.random.default_rng(seed)
     users = np.where(rng.random(n) < 0.4, 1, rng.integers(2, 21, n))
-    frame = pd.DataFrame({
-        "user_id": users, "item_id": rng.integers(1, 81, n),
-        # whole minutes, so equal times (ties) happen
-        "event_time": DAY0 + pd.to_timedelta(rng.integers(0, days * 24 * 60, n) * 60, unit="s"),
-        "label": rng.integers(0, 2, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": rng.integers(1, 81, n),
+            # whole minutes, so equal times (ties) happen
+            "event_time": DAY0 + pd.to_timedelta(rng.integers(0, days * 24 * 60, n) * 60, unit="s"),
+            "label": rng.integers(0, 2, n),
+        }
+    )
     return frame.drop_duplicates(["user_id", "item_id", "event_time"]).reset_index(drop=True)
 
 
@@ -93,12 +106,12 @@ def assert_same_features(job: pd.Series, expected: pd.Series, columns) -> None:
 def test_every_observed_sample_equals_the_single_process_reference(spark, built):
     cfg, lake, _, samples, vectors = built
     events = read(spark, lake, "events")
-    expected = reference_features(events, vectors, history_length=L, long_history_length=L_LONG,
-                                  buckets=BUCKETS, top_k=K, bucket_edges=edges_of(lake)).set_index("sample_id")
+    expected = reference_features(
+        events, vectors, history_length=L, long_history_length=L_LONG, buckets=BUCKETS, top_k=K, bucket_edges=edges_of(lake)
+    ).set_index("sample_id")
     job = samples[~samples.is_negative].set_index("sample_id")
     assert sorted(job.index) == sorted(expected.index)
-    columns = ["hist_len", "hist_item_ids", "hist_times", "long_len",
-               *[f"{m}_{s}" for m in MODALITIES for s in FEATURE_SUFFIXES]]
+    columns = ["hist_len", "hist_item_ids", "hist_times", "long_len", *[f"{m}_{s}" for m in MODALITIES for s in FEATURE_SUFFIXES]]
     for sample_id in expected.index:
         assert_same_features(job.loc[sample_id], expected.loc[sample_id], columns)
 
@@ -123,19 +136,25 @@ def test_bucket_edges_are_recorded_and_split_the_range_the_items_similarities_sp
     assert len(np.unique(written[written >= 0])) == BUCKETS  # every bucket in use
 
 
-def brute_force(events: pd.DataFrame, vectors: dict, user: int, target: int, when: pd.Timestamp,
-                edges: dict[str, np.ndarray]) -> dict:
+def brute_force(
+    events: pd.DataFrame, vectors: dict, user: int, target: int, when: pd.Timestamp, edges: dict[str, np.ndarray]
+) -> dict:
     """Every feature of one sample straight from the definitions, one position at a time."""
     history = events[(events.user_id == user) & (events.label == 1) & (events.event_time < when)]
     history = history.sort_values(["event_time", "item_id", "event_type"], ascending=False)
     items = history.item_id.tolist()[:L_LONG]
     seconds = [int(t.timestamp()) for t in history.event_time][:L]
-    out = {"hist_len": min(len(items), L), "long_len": len(items),
-           "hist_item_ids": (items[:L] + [0] * L)[:L], "hist_times": (seconds + [0] * L)[:L]}
+    out = {
+        "hist_len": min(len(items), L),
+        "long_len": len(items),
+        "hist_item_ids": (items[:L] + [0] * L)[:L],
+        "hist_times": (seconds + [0] * L)[:L],
+    }
     for modality, (ids, matrix) in vectors.items():
         lookup = {int(i): matrix[n].astype(np.float64) for n, i in enumerate(ids)}
         sims = [float(lookup[target] @ lookup[i]) if target in lookup and i in lookup else None for i in items]
         real = [(s, pos) for pos, s in enumerate(sims) if s is not None]
+
         def bucket(s: float) -> int:  # how many of the recorded boundaries are at or below s
             return int((edges[modality] <= np.float32(s)).sum())
 
@@ -147,7 +166,8 @@ def brute_force(events: pd.DataFrame, vectors: dict, user: int, target: int, whe
             f"{modality}_sim": [np.nan if s is None else s for s in short],
             f"{modality}_mask": [s is not None for s in short],
             f"{modality}_bucket": [-1 if s is None else bucket(s) for s in short],
-            f"{modality}_hist": counts / max(len(real), 1), f"{modality}_hist_count": len(real),
+            f"{modality}_hist": counts / max(len(real), 1),
+            f"{modality}_hist_count": len(real),
             f"{modality}_topk_ids": [items[p] for _, p in best] + [0] * (K - len(best)),
             f"{modality}_topk_sims": [s for s, _ in best] + [np.nan] * (K - len(best)),
         }
@@ -159,8 +179,9 @@ def test_random_samples_negatives_included_equal_brute_force_from_the_tables(spa
     events = read(spark, lake, "events")
     stored = lake.read(spark, "item_embeddings").toPandas()
     vectors = {m: (g.item_id.to_numpy(), np.stack(g.vector.to_numpy())) for m, g in stored.groupby("modality")}
-    picked = pd.concat([samples[~samples.is_negative].sample(20, random_state=1),
-                        samples[samples.is_negative].sample(10, random_state=1)])
+    picked = pd.concat(
+        [samples[~samples.is_negative].sample(20, random_state=1), samples[samples.is_negative].sample(10, random_state=1)]
+    )
     for _, sample in picked.iterrows():
         expected = brute_force(events, vectors, sample.user_id, sample.item_id, sample.event_time, edges_of(lake))
         assert_same_features(sample, pd.Series(expected), expected.keys())
@@ -179,16 +200,24 @@ def test_rows_reconcile_and_negatives_are_real_items_that_existed_then(spark, bu
     assert (first_seen.loc[negatives.item_id].to_numpy() < negatives.event_time.to_numpy()).all()
     source = negatives.sample_id.str.split(":").str[-1].astype(int)
     assert (source != negatives.item_id).all()
-    assert not negatives.duplicated(["user_id", "event_time", "item_id"]).any() or \
-        not negatives.assign(source=source).duplicated(["user_id", "event_time", "source", "item_id"]).any()
-    assert (negatives.groupby(["user_id", "event_time"]).size() <= 2 * positives.groupby(
-        ["user_id", "event_time"]).size().reindex(negatives.groupby(["user_id", "event_time"]).size().index)).all()
+    assert (
+        not negatives.duplicated(["user_id", "event_time", "item_id"]).any()
+        or not negatives.assign(source=source).duplicated(["user_id", "event_time", "source", "item_id"]).any()
+    )
+    assert (
+        negatives.groupby(["user_id", "event_time"]).size()
+        <= 2
+        * positives.groupby(["user_id", "event_time"]).size().reindex(negatives.groupby(["user_id", "event_time"]).size().index)
+    ).all()
 
 
 def test_temporal_split_is_recorded_with_its_rule(built):
     cfg, _, report, samples, _ = built
-    expected = np.where(samples.event_time < pd.Timestamp("2024-01-08", tz="UTC"), "train",
-                        np.where(samples.event_time < pd.Timestamp("2024-01-10", tz="UTC"), "valid", "test"))
+    expected = np.where(
+        samples.event_time < pd.Timestamp("2024-01-08", tz="UTC"),
+        "train",
+        np.where(samples.event_time < pd.Timestamp("2024-01-10", tz="UTC"), "valid", "test"),
+    )
     assert (samples.split == expected).all()
     assert set(samples.split_rule) == {"temporal(valid_from=2024-01-08,test_from=2024-01-10)"}
     assert report.splits == samples.split.value_counts().to_dict()
@@ -256,13 +285,19 @@ def test_no_leakage_future_events_never_change_a_sample(spark, tmp_path):
     cfg = make_config(tmp_path, encoder_versions={m: VERSIONS[m] for m in ("text", "fused")})
     lake = Lake(cfg.lake)
     at = DAY0 + pd.Timedelta(hours=12)
-    past = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 5],
-                         "event_time": [at - pd.Timedelta(hours=2), at - pd.Timedelta(hours=1), at], "label": [1, 1, 0]})
-    future = pd.DataFrame({"user_id": [1, 1], "item_id": [3, 3],
-                           "event_time": [at, at + pd.Timedelta(days=1)], "label": [1, 1]})
+    past = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1],
+            "item_id": [1, 2, 5],
+            "event_time": [at - pd.Timedelta(hours=2), at - pd.Timedelta(hours=1), at],
+            "label": [1, 1, 0],
+        }
+    )
+    future = pd.DataFrame({"user_id": [1, 1], "item_id": [3, 3], "event_time": [at, at + pd.Timedelta(days=1)], "label": [1, 1]})
     target = np.array([1.0, 0.0])
-    vectors = {m: (np.array([1, 2, 3, 5]), np.array([[0.0, 1.0], [0.6, 0.8], target, target], np.float32))
-               for m in ("text", "fused")}
+    vectors = {
+        m: (np.array([1, 2, 3, 5]), np.array([[0.0, 1.0], [0.6, 0.8], target, target], np.float32)) for m in ("text", "fused")
+    }
     write_vectors(spark, lake, vectors)
     write_events(spark, lake, past)
     build_features(spark, cfg, lake, progress=lambda _: None)

@@ -30,21 +30,26 @@ def test_the_shipped_default_resolves_paths_against_the_project(tmp_path):
 
 
 def test_overrides_are_typed_and_applied(tmp_path):
-    cfg = load_config(write(tmp_path, MINIMAL.format(data=tmp_path)),
-                      ["spark.master=local[1]", "spark.shuffle_partitions=3", "ingest.strict=true"])
+    cfg = load_config(
+        write(tmp_path, MINIMAL.format(data=tmp_path)),
+        ["spark.master=local[1]", "spark.shuffle_partitions=3", "ingest.strict=true"],
+    )
     assert (cfg.spark.master, cfg.spark.shuffle_partitions, cfg.ingest.strict) == ("local[1]", 3, True)
     assert cfg.lake.uri == str(tmp_path / "lake")  # relative to the file's folder when root is not set
 
 
-@pytest.mark.parametrize("override, message", [
-    ("spark.mastr=local[1]", r"spark\.mastr: unknown key \(did you mean 'master'\?\)"),
-    ("spark.shuffle_partitions=many", r"spark\.shuffle_partitions: Input should be a valid integer"),
-    ("source.kind=kafka", r"source\.kind: Input should be 'movielens' or 'synthetic'"),
-    ("source.kind=synthetic", r"kind is 'synthetic' but the section source\.synthetic is missing"),
-    ("spark.gpu.executor_amount=1", r"Spark hangs on GPU requests"),
-    ("ingest.rating_min=9", r"rating_min must not exceed rating_max"),
-    ("spark.master", r"expected KEY\.PATH=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("spark.mastr=local[1]", r"spark\.mastr: unknown key \(did you mean 'master'\?\)"),
+        ("spark.shuffle_partitions=many", r"spark\.shuffle_partitions: Input should be a valid integer"),
+        ("source.kind=kafka", r"source\.kind: Input should be 'movielens' or 'synthetic'"),
+        ("source.kind=synthetic", r"kind is 'synthetic' but the section source\.synthetic is missing"),
+        ("spark.gpu.executor_amount=1", r"Spark hangs on GPU requests"),
+        ("ingest.rating_min=9", r"rating_min must not exceed rating_max"),
+        ("spark.master", r"expected KEY\.PATH=VALUE"),
+    ],
+)
 def test_bad_configs_name_the_key_and_the_file(tmp_path, override, message):
     path = write(tmp_path, MINIMAL.format(data=tmp_path))
     with pytest.raises(ConfigError, match=message) as error:
@@ -62,13 +67,13 @@ def test_missing_input_path_and_missing_section_are_errors(tmp_path):
 
 
 def test_gpu_settings_reach_cluster_masters_only(tmp_path):
-    cluster = load_config(ROOT / "conf" / "cluster.example.yaml",
-                          [f"source.movielens.path={tmp_path}", f"source.movielens.posters={tmp_path}"])
+    cluster = load_config(
+        ROOT / "conf" / "cluster.example.yaml", [f"source.movielens.path={tmp_path}", f"source.movielens.posters={tmp_path}"]
+    )
     conf = spark_conf(cluster.spark)
     assert conf["spark.executor.resource.gpu.amount"] == "1" and conf["spark.task.resource.gpu.amount"] == "1.0"
     assert conf["spark.sql.execution.arrow.maxRecordsPerBatch"] == "512"
-    local = spark_conf(load_config(LOCAL, [f"source.movielens.path={tmp_path}",
-                                           f"source.movielens.posters={tmp_path}"]).spark)
+    local = spark_conf(load_config(LOCAL, [f"source.movielens.path={tmp_path}", f"source.movielens.posters={tmp_path}"]).spark)
     assert not any("resource.gpu" in key for key in local)
     assert local["spark.sql.session.timeZone"] == "UTC" and local["spark.driver.host"] == "127.0.0.1"
 

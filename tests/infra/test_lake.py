@@ -89,8 +89,7 @@ def test_merge_upserts_and_commits_nothing_when_nothing_changed(spark, lake):
     assert not again.committed and again.rows_changed == 0
     assert lake.version("items") == 1
 
-    ignored = lake.merge(spark.createDataFrame([(1, "zzz", 1), (5, "e", 5)], schema), "items", ["item_id"],
-                         when_matched="ignore")
+    ignored = lake.merge(spark.createDataFrame([(1, "zzz", 1), (5, "e", 5)], schema), "items", ["item_id"], when_matched="ignore")
     assert ignored.rows_changed == 1
     assert rows(lake.read(spark, "items").where("item_id in (1, 5)"), "item_id") == [(1, "a", 2000), (5, "e", 5)]
 
@@ -135,8 +134,14 @@ def test_schema_mismatch_names_the_columns_and_evolution_is_opt_in(spark, lake):
 def test_two_processes_appending_concurrently_both_land(lake, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "dmf_features.testing.lake_writer", lake.root, "ev", tag, "4"],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "dmf_features.testing.lake_writer", lake.root, "ev", tag, "4"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for tag in ("a", "b")
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -152,7 +157,11 @@ def test_killed_before_commit_leaves_previous_version_readable(spark, lake):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     crashed = subprocess.run(
         [sys.executable, "-m", "dmf_features.testing.lake_writer", lake.root, "ev", "y", "1", "--crash-before-commit"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
     orphans = [p for p in Path(lake.uri("ev")).rglob("*.parquet")]
@@ -177,13 +186,15 @@ def test_optimize_compacts_and_history_lists_commits(spark, lake):
 
 def test_tables_use_the_plain_protocol_and_carry_file_statistics(spark, lake):
     df = events(spark, [(1, 10, 4.0), (2, 11, 3.0), (3, 12, None)]).withColumn(
-        "event_time", F.to_timestamp(F.lit("2024-01-01 10:00:00.123456")))
+        "event_time", F.to_timestamp(F.lit("2024-01-01 10:00:00.123456"))
+    )
     lake.write(df, "ev", partition_by=["date"])
     protocol = DeltaTable(lake.uri("ev")).protocol()
     assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
     assert not protocol.reader_features and not protocol.writer_features
     log = (Path(lake.uri("ev")) / "_delta_log" / "00000000000000000000.json").read_text()
     import json
+
     adds = [json.loads(line)["add"] for line in log.splitlines() if '"add"' in line]
     stats = [json.loads(a["stats"]) for a in adds]
     assert sum(s["numRecords"] for s in stats) == 3

@@ -26,9 +26,9 @@ def cfg(tmp_path):
     config = tmp_path / "test.yaml"
     config.write_text(f"""
 spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g}}
-lake: {{uri: {tmp_path / 'lake'}}}
-source: {{kind: movielens, movielens: {{path: {data}, posters: {data / 'posters'}}}}}
-quality: {{results_dir: {tmp_path / 'validation'}}}
+lake: {{uri: {tmp_path / "lake"}}}
+source: {{kind: movielens, movielens: {{path: {data}, posters: {data / "posters"}}}}}
+quality: {{results_dir: {tmp_path / "validation"}}}
 """)
     return load_config(config)
 
@@ -68,12 +68,16 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(spark, cf
 def test_reingest_gives_identical_tables_and_commits_nothing_new(spark, cfg):
     lake = Lake(cfg.lake)
     ingest(spark, cfg, lake, progress=lambda _: None)
-    before = {t: table(spark, lake, t, *cols) for t, cols in
-              (("items", ["item_id"]), ("events", ["user_id", "item_id", "event_time"]), ("quarantine", ["record_id"]))}
+    before = {
+        t: table(spark, lake, t, *cols)
+        for t, cols in (("items", ["item_id"]), ("events", ["user_id", "item_id", "event_time"]), ("quarantine", ["record_id"]))
+    }
     versions = {t: lake.version(t) for t in before}
     ingest(spark, cfg, lake, progress=lambda _: None)
-    after = {t: table(spark, lake, t, *cols) for t, cols in
-             (("items", ["item_id"]), ("events", ["user_id", "item_id", "event_time"]), ("quarantine", ["record_id"]))}
+    after = {
+        t: table(spark, lake, t, *cols)
+        for t, cols in (("items", ["item_id"]), ("events", ["user_id", "item_id", "event_time"]), ("quarantine", ["record_id"]))
+    }
     assert after == before
     assert lake.version("items") == versions["items"] and lake.version("quarantine") == versions["quarantine"]
 
@@ -116,14 +120,29 @@ def test_spark_submit_runs_the_ingest_job(cfg, tmp_path):
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
     result = subprocess.run(
         [str(venv_bin / "spark-submit"), "--master", "local[1]", "jobs/ingest.py", "--config", str(cfg.source_file)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "quarantined by reason:" in result.stdout and "unknown_item" in result.stdout
     strict = subprocess.run(
-        [str(venv_bin / "spark-submit"), "jobs/ingest.py", "--config", str(cfg.source_file), "--strict",
-         "--set", f"lake.uri={tmp_path / 'strict-lake'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(venv_bin / "spark-submit"),
+            "jobs/ingest.py",
+            "--config",
+            str(cfg.source_file),
+            "--strict",
+            "--set",
+            f"lake.uri={tmp_path / 'strict-lake'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # spark-submit hands the Python driver's stderr to its stdout
     assert strict.returncode == 1 and "strict mode" in strict.stdout + strict.stderr, strict.stderr[-3000:]
@@ -135,10 +154,10 @@ def test_synthetic_source_is_ingested_and_every_planted_row_is_quarantined(spark
     config = tmp_path / "synthetic.yaml"
     config.write_text(f"""
 spark: {{master: "local[2]", shuffle_partitions: 4}}
-lake: {{uri: {tmp_path / 'lake'}}}
+lake: {{uri: {tmp_path / "lake"}}}
 source:
   kind: synthetic
-  synthetic: {{output: {tmp_path / 'gen'}, users: 200, items: 80, events: 5000, days: 20, image_size: 24,
+  synthetic: {{output: {tmp_path / "gen"}, users: 200, items: 80, events: 5000, days: 20, image_size: 24,
                bad_row_fraction: 0.004}}
 """)
     cfg = load_config(config)

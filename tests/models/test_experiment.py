@@ -33,8 +33,11 @@ pytestmark = pytest.mark.e2e
 
 def first_fold(spark_rows) -> tuple[Fold, pd.DataFrame]:
     """A fold training on the older half of the rows, and those rows."""
-    seconds = spark_rows.event_time.astype("int64") // 10**9 if spark_rows.event_time.dt.tz is None else \
-        spark_rows.event_time.dt.tz_convert(None).astype("int64") // 10**9
+    seconds = (
+        spark_rows.event_time.astype("int64") // 10**9
+        if spark_rows.event_time.dt.tz is None
+        else spark_rows.event_time.dt.tz_convert(None).astype("int64") // 10**9
+    )
     cut = int(np.median(seconds))
     return Fold("f", (cut, cut + 86_400, cut + 2 * 86_400)), spark_rows[seconds < cut]
 
@@ -45,8 +48,9 @@ def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
     lineage = samples.lineage()
     assert lineage.item_vectors == VERSIONS and lineage.events_version == 0
     assert lineage.history_length == 4
-    fused = ItemVectorTable.load(PinnedTable.open(lake.uri("item_embeddings"), lineage.item_embeddings_version),
-                                 "fused", lineage.item_vectors["fused"])
+    fused = ItemVectorTable.load(
+        PinnedTable.open(lake.uri("item_embeddings"), lineage.item_embeddings_version), "fused", lineage.item_vectors["fused"]
+    )
     np.testing.assert_array_equal(fused.ids, vectors["fused"][0])
     vocabulary = Vocabulary(np.array([5, 6, 7]))
     seen = 0
@@ -60,10 +64,10 @@ def test_batches_carry_the_tables_values_with_vectors_looked_up(tables):
             np.testing.assert_array_equal(batch.hist_ids[row, :length].numpy(), vocabulary.index(raw))
             np.testing.assert_array_equal(batch.buckets["image"][row].numpy(), expected.image_bucket)
             np.testing.assert_allclose(batch.sims["text"][row].numpy(), np.nan_to_num(expected.text_sim))
-            np.testing.assert_allclose(batch.target_vectors[row].numpy(),
-                                       vectors["fused"][1][list(vectors["fused"][0]).index(expected.item_id)])
-            np.testing.assert_array_equal(batch.hist_vectors[batch.hist_vector_rows[row, :length]].numpy(),
-                                          fused.lookup(raw))
+            np.testing.assert_allclose(
+                batch.target_vectors[row].numpy(), vectors["fused"][1][list(vectors["fused"][0]).index(expected.item_id)]
+            )
+            np.testing.assert_array_equal(batch.hist_vectors[batch.hist_vector_rows[row, :length]].numpy(), fused.lookup(raw))
         seen += len(batch)
     assert seen == len(spark_rows)
 
@@ -86,8 +90,9 @@ def test_a_training_pass_gives_every_row_once_in_full_batches_shuffled_per_epoch
     lake, spark_rows, _ = tables
     samples = PinnedTable.open(lake.uri("samples"))
     fold, train = first_fold(spark_rows)
-    reader = SplitReader(samples, fold, "train", 5, Vocabulary(np.arange(1, 30)), ("text",), None, shuffle_seed=0,
-                         cache_bytes=cache_bytes)
+    reader = SplitReader(
+        samples, fold, "train", 5, Vocabulary(np.arange(1, 30)), ("text",), None, shuffle_seed=0, cache_bytes=cache_bytes
+    )
     assert len(train) > 8 * 5  # more than one buffer of rows, so rows carry across buffers
     orders = []
     for _ in range(3):
@@ -121,8 +126,9 @@ def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered
     from models.tracking import Tracker
 
     lake, spark_rows, _ = tables
-    spec = load_model_spec("dmf").model_copy(update={"training": load_model_spec("dmf").training.model_copy(
-        update={"epochs": 2, "batch_size": 32, "patience": 5})})
+    spec = load_model_spec("dmf").model_copy(
+        update={"training": load_model_spec("dmf").training.model_copy(update={"epochs": 2, "batch_size": 32, "patience": 5})}
+    )
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "test-experiment")
     result = train_run(spec, 0, evaluation(lake), tracker, progress=lambda _: None)
     run = mlflow.get_run(result.run_id)
@@ -130,8 +136,16 @@ def test_a_training_run_is_tracked_in_mlflow_with_lineage_plots_and_a_registered
     assert run.data.tags["lineage.item_vectors.fused"] == VERSIONS["fused"]
     assert run.data.params["architecture.fusion"] == "gate" and run.data.params["features.buckets"] == "6"
     assert run.data.params["protocol.fold1"].startswith("fold1: train < ")
-    for metric in ("test_auc", "test_logloss", "fold1.valid_auc", "fold2.train_auc", "fold2.test_auc",
-                   "fold1.train_samples_per_s", "test_cold_samples", "item_mean_test_auc"):
+    for metric in (
+        "test_auc",
+        "test_logloss",
+        "fold1.valid_auc",
+        "fold2.train_auc",
+        "fold2.test_auc",
+        "fold1.train_samples_per_s",
+        "test_cold_samples",
+        "item_mean_test_auc",
+    ):
         assert metric in run.data.metrics
     for fold in ("fold1", "fold2"):
         history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, f"{fold}.valid_auc")
@@ -158,8 +172,15 @@ def test_compare_fits_baselines_and_every_spec_per_seed_with_paired_intervals(ta
         return spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "compare-experiment")
-    result = compare([quick("din"), quick("dmf")], ["item_mean", "lightgbm"], evaluation(lake), tracker,
-                     tmp_path / "reports", seeds=(0, 1), progress=lambda _: None)
+    result = compare(
+        [quick("din"), quick("dmf")],
+        ["item_mean", "lightgbm"],
+        evaluation(lake),
+        tracker,
+        tmp_path / "reports",
+        seeds=(0, 1),
+        progress=lambda _: None,
+    )
     table = result["subsets"]["all"]
     assert list(table["models"]) == ["item_mean", "lightgbm", "din", "dmf"] and result["reference"] == "dmf"
     assert result["seeds"] == {"item_mean": [0], "lightgbm": [0], "din": [0, 1], "dmf": [0, 1]}
@@ -174,8 +195,14 @@ def test_compare_fits_baselines_and_every_spec_per_seed_with_paired_intervals(ta
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 6
-    assert sorted(r.info.run_name for r in children) == ["din-seed0", "din-seed1", "dmf-seed0", "dmf-seed1",
-                                                          "item_mean", "lightgbm"]
+    assert sorted(r.info.run_name for r in children) == [
+        "din-seed0",
+        "din-seed1",
+        "dmf-seed0",
+        "dmf-seed1",
+        "item_mean",
+        "lightgbm",
+    ]
     assert {"dmf.all_auc_estimate", "lightgbm.all_auc_low", "din.rare_logloss_high"} <= set(parents[0].data.metrics)
 
 
@@ -208,8 +235,7 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
     rows = pa.Table.from_batches(list(sequences.batches(["user_id", "last_event_time", "long_hist_item_ids"], 64)))
     vocabulary, length = Vocabulary(np.arange(1, 30)), lineage.history_length
     torch.manual_seed(0)
-    model = DMF(ModelConfig(vocab_size=len(vocabulary), vector_dim=catalog["fused"].dim,
-                            buckets=lineage.buckets)).eval()
+    model = DMF(ModelConfig(vocab_size=len(vocabulary), vector_dim=catalog["fused"].dim, buckets=lineage.buckets)).eval()
     scorer = DecoupledScorer(model, lineage.bucket_edges, length)
     checked = 0
     for row in rows.to_pylist():
@@ -223,12 +249,12 @@ def test_scoring_a_user_sequences_row_finds_the_samples_features_and_the_trainin
         for m in ("text", "image", "fused"):
             short = later.hist_len.max()
             np.testing.assert_array_equal(features.buckets[m].numpy(), np.stack(later[f"{m}_bucket"])[:, :short])
-            np.testing.assert_allclose(features.sims[m].numpy(), np.nan_to_num(np.stack(later[f"{m}_sim"]))[:, :short],
-                                       atol=1e-6)
+            np.testing.assert_allclose(features.sims[m].numpy(), np.nan_to_num(np.stack(later[f"{m}_sim"]))[:, :short], atol=1e-6)
             np.testing.assert_allclose(features.sim_hist[m].numpy(), np.stack(later[f"{m}_hist"]), atol=1e-6)
             np.testing.assert_allclose(features.sim_top[m][:, 0].numpy(), np.log1p(later[f"{m}_hist_count"]), atol=1e-6)
-            np.testing.assert_allclose(features.sim_top[m][:, 1:].numpy(), np.nan_to_num(np.stack(later[f"{m}_topk_sims"])),
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                features.sim_top[m][:, 1:].numpy(), np.nan_to_num(np.stack(later[f"{m}_topk_sims"])), atol=1e-6
+            )
         records = pa.RecordBatch.from_pandas(later[sample_columns(("text", "image", "fused"))], preserve_index=False)
         with torch.no_grad():
             trained = model(to_batch(records, vocabulary, ("text", "image", "fused"), catalog["fused"]))
@@ -256,8 +282,9 @@ def test_recommend_scores_the_unseen_catalog_for_a_user_with_the_registered_mode
         spec = load_model_spec(name)
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
         train_run(spec, 0, evaluation(lake), tracker, lambda _: None)
-    sequences = pa.Table.from_batches(list(PinnedTable.open(lake.uri("user_sequences")).batches(
-        ["user_id", "long_hist_item_ids"], 64))).to_pylist()
+    sequences = pa.Table.from_batches(
+        list(PinnedTable.open(lake.uri("user_sequences")).batches(["user_id", "long_hist_item_ids"], 64))
+    ).to_pylist()
     user = sequences[0]
     best = recommend("models:/dmf/latest", str(lake.root), user["user_id"], k=5)
     probabilities = [r.probability for r in best]

@@ -65,8 +65,11 @@ def test_each_resample_equals_metrics_on_the_drawn_users(monkeypatch: pytest.Mon
         resampled = intervals._resampled(metric, user_index, labels, scores, counts)
         for r in range(counts.shape[1]):
             rows = np.repeat(np.arange(len(labels)), repeat[:, r])
-            full = (metrics.gauc(users[rows], labels[rows], scores[rows]) if metric == "gauc"
-                    else getattr(metrics, metric)(labels[rows], scores[rows]))
+            full = (
+                metrics.gauc(users[rows], labels[rows], scores[rows])
+                if metric == "gauc"
+                else getattr(metrics, metric)(labels[rows], scores[rows])
+            )
             assert resampled[r] == _exact(full), (metric, r)
 
 
@@ -77,16 +80,19 @@ def test_estimate_is_the_mean_over_seeds_of_the_full_data_metric() -> None:
     result = bootstrap_metrics(users, labels, scores, reference="one_seed", resamples=20)
     assert (result["resamples"], result["users"], result["rows"]) == (20, 80, len(labels))
     for model, seeds in scores.items():
-        expected = {"auc": np.mean([metrics.auc(labels, s) for s in seeds]),
-                    "gauc": np.mean([metrics.gauc(users, labels, s) for s in seeds]),
-                    "logloss": np.mean([metrics.logloss(labels, s) for s in seeds])}
+        expected = {
+            "auc": np.mean([metrics.auc(labels, s) for s in seeds]),
+            "gauc": np.mean([metrics.gauc(users, labels, s) for s in seeds]),
+            "logloss": np.mean([metrics.logloss(labels, s) for s in seeds]),
+        }
         for metric, value in expected.items():
             interval = result["models"][model][metric]
             assert interval.estimate == _exact(value)
             assert interval.low < interval.high
     difference = result["differences"]["three_seeds"]["auc"]
     assert difference.estimate == pytest.approx(
-        result["models"]["one_seed"]["auc"].estimate - result["models"]["three_seeds"]["auc"].estimate)
+        result["models"]["one_seed"]["auc"].estimate - result["models"]["three_seeds"]["auc"].estimate
+    )
     assert set(result["differences"]) == {"three_seeds"}
 
 
@@ -97,8 +103,9 @@ def test_reference_plus_tiny_noise_differs_by_an_interval_around_zero() -> None:
         users, labels, reference = _data(200, 0.3, seed)
         noise = np.random.default_rng(seed).normal(scale=0.01, size=len(labels))
         noisy = _sigmoid(np.log(reference / (1 - reference)) + noise)
-        result = bootstrap_metrics(users, labels, {"reference": [reference], "noisy": [noisy]}, reference="reference",
-                                   resamples=200, seed=seed)
+        result = bootstrap_metrics(
+            users, labels, {"reference": [reference], "noisy": [noisy]}, reference="reference", resamples=200, seed=seed
+        )
         for metric, interval in result["differences"]["noisy"].items():
             covered[metric] += interval.low < 0 < interval.high
     assert min(covered.values()) >= 16, covered
@@ -120,8 +127,9 @@ def test_paired_differences() -> None:
     # (unpaired draws would make it about sqrt(2) times wider instead).
     for metric in intervals.METRICS:
         paired = differences["correlated"][metric].high - differences["correlated"][metric].low
-        own = [result["models"][model][metric].high - result["models"][model][metric].low
-               for model in ("reference", "correlated")]
+        own = [
+            result["models"][model][metric].high - result["models"][model][metric].low for model in ("reference", "correlated")
+        ]
         assert paired < 0.75 * min(own), (metric, paired, own)
 
 
@@ -135,8 +143,7 @@ def test_same_seed_same_result_other_seed_other_bounds() -> None:
         for model, by_metric in first[section].items():
             for metric, interval in by_metric.items():
                 assert other[section][model][metric].estimate == interval.estimate
-                assert (other[section][model][metric].low, other[section][model][metric].high) != (
-                    interval.low, interval.high)
+                assert (other[section][model][metric].low, other[section][model][metric].high) != (interval.low, interval.high)
 
 
 @pytest.mark.filterwarnings("error")
@@ -147,8 +154,7 @@ def test_one_class_and_empty_input_give_nan() -> None:
     for section in ("models", "differences"):
         for by_metric in result[section].values():
             for metric in ("auc", "gauc"):
-                assert all(math.isnan(v) for v in (by_metric[metric].estimate, by_metric[metric].low,
-                                                   by_metric[metric].high))
+                assert all(math.isnan(v) for v in (by_metric[metric].estimate, by_metric[metric].low, by_metric[metric].high))
             assert not math.isnan(by_metric["logloss"].low)  # log loss needs no second class
     empty = bootstrap_metrics(np.array([]), np.array([]), {"a": [np.array([])]}, reference="a", resamples=5)
     assert (empty["users"], empty["rows"]) == (0, 0)
@@ -167,16 +173,15 @@ def test_some_resamples_without_a_second_class_are_skipped() -> None:
 
 def test_json_ready() -> None:
     users, labels, scores = _data(30, 0.3)
-    result = bootstrap_metrics(users, labels, {"a": [scores], "b": [1 - scores]}, reference="a", resamples=10,
-                               metrics=("auc",))
+    result = bootstrap_metrics(users, labels, {"a": [scores], "b": [1 - scores]}, reference="a", resamples=10, metrics=("auc",))
     assert isinstance(result["models"]["a"]["auc"], Interval)
     ready = json.loads(json.dumps(to_json_ready(result), allow_nan=False))
     assert set(ready["models"]["a"]) == {"auc"}
     assert set(ready["differences"]["b"]["auc"]) == {"estimate", "low", "high"}
     assert ready["models"]["a"]["auc"]["estimate"] == result["models"]["a"]["auc"].estimate
-    assert to_json_ready(bootstrap_metrics(users, np.zeros(len(users)), {"a": [scores]}, reference="a",
-                                           resamples=3))["models"]["a"]["auc"] == {
-        "estimate": None, "low": None, "high": None}
+    assert to_json_ready(bootstrap_metrics(users, np.zeros(len(users)), {"a": [scores]}, reference="a", resamples=3))["models"][
+        "a"
+    ]["auc"] == {"estimate": None, "low": None, "high": None}
 
 
 def test_rejects_bad_input() -> None:

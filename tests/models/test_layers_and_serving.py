@@ -21,15 +21,34 @@ from models.serving import (
 )
 
 MODALITIES = ("text", "image", "fused")
-CFG = ModelConfig(vocab_size=50, vector_dim=6, modalities=MODALITIES, buckets=5, embedding_dim=8, attention_dim=8,
-                  mlp=(16,), context=True, context_features=4, target_content=True, top_similarities=True, top_k=3)
+CFG = ModelConfig(
+    vocab_size=50,
+    vector_dim=6,
+    modalities=MODALITIES,
+    buckets=5,
+    embedding_dim=8,
+    attention_dim=8,
+    mlp=(16,),
+    context=True,
+    context_features=4,
+    target_content=True,
+    top_similarities=True,
+    top_k=3,
+)
 VARIANTS = {
-    "din": (DIN, {}), "din_multimodal": (DINMultimodal, {}), "modality_centric": (ModalityCentric, {}),
-    "dmf_gate": (DMF, {}), "dmf_concat": (DMF, {"fusion": "concat"}), "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
-    "dmf_no_buckets": (DMF, {"use_buckets": False}), "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
+    "din": (DIN, {}),
+    "din_multimodal": (DINMultimodal, {}),
+    "modality_centric": (ModalityCentric, {}),
+    "dmf_gate": (DMF, {}),
+    "dmf_concat": (DMF, {"fusion": "concat"}),
+    "dmf_sum": (DMF, {"fusion": "weighted_sum"}),
+    "dmf_no_buckets": (DMF, {"use_buckets": False}),
+    "dmf_no_modality_path": (DMF, {"use_modality_path": False}),
     "dmf_early_fusion": (DMFEarlyFusion, {}),
-    "dmf_ids_only": (DMF, {"context": False, "context_features": 0, "target_content": False, "top_similarities": False,
-                           "top_k": 0}),
+    "dmf_ids_only": (
+        DMF,
+        {"context": False, "context_features": 0, "target_content": False, "top_similarities": False, "top_k": 0},
+    ),
     "din_no_context": (DIN, {"context": False, "context_features": 0}),
 }
 
@@ -49,13 +68,21 @@ def random_batch(n: int = 7, length: int = 4, seed: int = 1) -> CTRBatch:
     sims = {m: torch.where(buckets[m] >= 0, torch.rand(n, length, generator=g) * 2 - 1, 0.0) for m in MODALITIES}
     hist = {m: torch.softmax(torch.randn(n, CFG.buckets, generator=g), dim=-1) for m in MODALITIES}
     top = {m: torch.rand(n, 1 + CFG.top_k, generator=g) for m in MODALITIES}
-    return CTRBatch(user_ids=torch.arange(n), target_ids=torch.randint(1, CFG.vocab_size, (n,), generator=g),
-                    hist_ids=ids, hist_mask=mask, buckets=buckets, sims=sims, sim_hist=hist, sim_top=top,
-                    target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
-                    hist_vectors=torch.randn(n * length, CFG.vector_dim, generator=g),
-                    hist_vector_rows=torch.arange(n * length).reshape(n, length),
-                    context=torch.randn(n, CFG.context_features, generator=g),
-                    labels=torch.randint(0, 2, (n,), generator=g).float())
+    return CTRBatch(
+        user_ids=torch.arange(n),
+        target_ids=torch.randint(1, CFG.vocab_size, (n,), generator=g),
+        hist_ids=ids,
+        hist_mask=mask,
+        buckets=buckets,
+        sims=sims,
+        sim_hist=hist,
+        sim_top=top,
+        target_vectors=torch.randn(n, CFG.vector_dim, generator=g),
+        hist_vectors=torch.randn(n * length, CFG.vector_dim, generator=g),
+        hist_vector_rows=torch.arange(n * length).reshape(n, length),
+        context=torch.randn(n, CFG.context_features, generator=g),
+        labels=torch.randint(0, 2, (n,), generator=g).float(),
+    )
 
 
 def padded(batch: CTRBatch, extra: int, seed: int = 9) -> CTRBatch:
@@ -98,8 +125,7 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
     g = torch.Generator().manual_seed(seed)
 
     def items(count: int) -> Items:
-        vectors = {m: torch.nn.functional.normalize(torch.randn(count, CFG.vector_dim, generator=g), dim=1)
-                   for m in MODALITIES}
+        vectors = {m: torch.nn.functional.normalize(torch.randn(count, CFG.vector_dim, generator=g), dim=1) for m in MODALITIES}
         present = {m: torch.rand(count, generator=g) > 0.25 for m in MODALITIES}
         present["fused"][:] = True  # every item has a fused vector (text alone suffices)
         return Items(torch.randint(1, CFG.vocab_size, (count,), generator=g), vectors, present)
@@ -107,9 +133,17 @@ def request(n: int = 12, length: int = 6, seed: int = 3) -> tuple[Items, Items]:
     return items(length), items(n)
 
 
-@pytest.mark.parametrize("name,scorer", [("dmf_gate", DecoupledScorer), ("dmf_concat", DecoupledScorer),
-                                         ("dmf_sum", DecoupledScorer), ("dmf_no_buckets", DecoupledScorer),
-                                         ("dmf_early_fusion", EarlyFusionScorer), ("dmf_ids_only", DecoupledScorer)])
+@pytest.mark.parametrize(
+    "name,scorer",
+    [
+        ("dmf_gate", DecoupledScorer),
+        ("dmf_concat", DecoupledScorer),
+        ("dmf_sum", DecoupledScorer),
+        ("dmf_no_buckets", DecoupledScorer),
+        ("dmf_early_fusion", EarlyFusionScorer),
+        ("dmf_ids_only", DecoupledScorer),
+    ],
+)
 def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     model = build(name)
     history, candidates = request()
@@ -129,12 +163,16 @@ def test_serving_scores_equal_the_training_forward_pass(name, scorer):
     # the histograms count the whole (long) history of 6 items, as `samples` does
     full = candidates.vectors["text"] @ history.vectors["text"].T
     valid = candidates.present["text"][:, None] & history.present["text"][None, :]
-    counts = torch.stack([torch.bincount(torch.from_numpy(bucket_of(row[ok].numpy(), serving.edges["text"])),
-                                         minlength=CFG.buckets) for row, ok in zip(full, valid, strict=True)]).float()
+    counts = torch.stack(
+        [
+            torch.bincount(torch.from_numpy(bucket_of(row[ok].numpy(), serving.edges["text"])), minlength=CFG.buckets)
+            for row, ok in zip(full, valid, strict=True)
+        ]
+    ).float()
     torch.testing.assert_close(features.sim_hist["text"], counts / counts.sum(1, keepdim=True).clamp(min=1))
     if model.cfg.top_k:  # the count and the K largest similarities, 0 past the real ones
         torch.testing.assert_close(features.sim_top["text"][:, 0], torch.log1p(valid.sum(1).float()))
-        largest = [torch.sort(row[ok], descending=True).values[:model.cfg.top_k] for row, ok in zip(full, valid, strict=True)]
+        largest = [torch.sort(row[ok], descending=True).values[: model.cfg.top_k] for row, ok in zip(full, valid, strict=True)]
         expected = torch.stack([torch.nn.functional.pad(v, (0, model.cfg.top_k - len(v))) for v in largest])
         torch.testing.assert_close(features.sim_top["text"][:, 1:], expected)
 

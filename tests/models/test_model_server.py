@@ -94,9 +94,28 @@ def mlflow_server(model_uri: str, store: str, log: Path) -> Iterator[str]:
         port = probe.getsockname()[1]
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**os.environ, "MLFLOW_TRACKING_URI": store}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env={**os.environ, "MLFLOW_TRACKING_URI": store},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(url, server, log)

@@ -16,8 +16,9 @@ from models.train import fit, predict, seed_everything
 
 MODALITIES = ("text", "fused")
 BUCKETS, LENGTH = 8, 10
-CFG = ModelConfig(vocab_size=200, vector_dim=4, modalities=MODALITIES, buckets=BUCKETS, embedding_dim=8,
-                  attention_dim=8, mlp=(32,))
+CFG = ModelConfig(
+    vocab_size=200, vector_dim=4, modalities=MODALITIES, buckets=BUCKETS, embedding_dim=8, attention_dim=8, mlp=(32,)
+)
 
 
 def planted(n: int, seed: int, shuffle: bool = False) -> list[CTRBatch]:
@@ -38,14 +39,19 @@ def planted(n: int, seed: int, shuffle: bool = False) -> list[CTRBatch]:
     batches = []
     for start in range(0, n, 256):
         s = slice(start, start + 256)
-        batches.append(CTRBatch(
-            user_ids=torch.from_numpy(np.arange(n)[s] % 50), target_ids=torch.from_numpy(rng.integers(1, 200, len(labels[s]))),
-            hist_ids=torch.from_numpy(rng.integers(1, 200, (len(labels[s]), LENGTH)) * mask[s]),
-            hist_mask=torch.from_numpy(mask[s]),
-            buckets={m: torch.from_numpy(bucket[s]) for m in MODALITIES},
-            sims={m: torch.from_numpy(sims[s]) for m in MODALITIES},
-            sim_hist={m: torch.from_numpy(hist[s]) for m in MODALITIES},
-            target_vectors=torch.zeros(len(labels[s]), 4), labels=torch.from_numpy(labels[s])))
+        batches.append(
+            CTRBatch(
+                user_ids=torch.from_numpy(np.arange(n)[s] % 50),
+                target_ids=torch.from_numpy(rng.integers(1, 200, len(labels[s]))),
+                hist_ids=torch.from_numpy(rng.integers(1, 200, (len(labels[s]), LENGTH)) * mask[s]),
+                hist_mask=torch.from_numpy(mask[s]),
+                buckets={m: torch.from_numpy(bucket[s]) for m in MODALITIES},
+                sims={m: torch.from_numpy(sims[s]) for m in MODALITIES},
+                sim_hist={m: torch.from_numpy(hist[s]) for m in MODALITIES},
+                target_vectors=torch.zeros(len(labels[s]), 4),
+                labels=torch.from_numpy(labels[s]),
+            )
+        )
     return batches
 
 

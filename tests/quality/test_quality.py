@@ -23,11 +23,21 @@ def item_rows(n: int = 30) -> list[tuple]:
     rows = []
     for i in range(1, n + 1):
         ok = i % 3 != 0
-        rows.append((
-            i, f"Film {i}", 1950 + i, ["Drama"], [f"tag{i}"], b"\xff\xd8jpeg" if ok else None,
-            f"posters/{i}.jpg" if ok else None, "ok" if ok else "missing", f"sha{i}" if ok else None,
-            f"hash{i}", "test",
-        ))
+        rows.append(
+            (
+                i,
+                f"Film {i}",
+                1950 + i,
+                ["Drama"],
+                [f"tag{i}"],
+                b"\xff\xd8jpeg" if ok else None,
+                f"posters/{i}.jpg" if ok else None,
+                "ok" if ok else "missing",
+                f"sha{i}" if ok else None,
+                f"hash{i}",
+                "test",
+            )
+        )
     rows.append((n + 1, "Undated", None, [], [], None, None, "missing", None, f"hash{n + 1}", "test"))
     return rows
 
@@ -55,7 +65,8 @@ def test_clean_tables_pass_and_every_result_is_kept(spark, lake, tmp_path):
     assert report.failures() == []
     assert len(report.results) == 7 + 8
     assert [r.expectation for r in report.results[:2]] == [
-        "expect_column_values_to_not_be_null", "expect_column_values_to_be_unique"
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_unique",
     ]  # in the suite's order
     key = next(r for r in report.results if r.expectation == "expect_compound_columns_to_be_unique")
     assert key.column_name == "user_id, item_id, event_time, event_type"
@@ -97,9 +108,7 @@ def test_planted_problems_fail_and_the_report_names_them(spark, lake, tmp_path):
         ("events", "expect_compound_columns_to_be_unique", "user_id, item_id, event_time, event_type"),
     }
     assert failed["items", "expect_column_values_to_not_be_null", "title"].details == "1 null value"
-    assert failed["items", "expect_column_values_to_be_in_set", "image_status"].details == (
-        '1 unexpected value, e.g. ["blurry"]'
-    )
+    assert failed["items", "expect_column_values_to_be_in_set", "image_status"].details == ('1 unexpected value, e.g. ["blurry"]')
     rating = failed["events", "expect_column_values_to_be_between", "rating"]
     assert (rating.observed, rating.details) == ("1 of 41 rows unexpected", "1 unexpected value, e.g. [9.0]")
     duplicate = failed["events", "expect_compound_columns_to_be_unique", "user_id, item_id, event_time, event_type"]

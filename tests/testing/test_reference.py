@@ -41,8 +41,7 @@ def eq(actual: np.ndarray, expected: list) -> None:
 
 SQ = math.sqrt(0.75)
 # Item -> vector; 1: the usual target; 2..6 and 8 have similarities 1, .5, 0, -1, -.5 and -.25 to it.
-V = {1: (1.0, 0.0), 2: (1.0, 0.0), 3: (0.5, SQ), 4: (0.0, 1.0), 5: (-1.0, 0.0), 6: (-0.5, SQ),
-     8: (-0.25, math.sqrt(0.9375))}
+V = {1: (1.0, 0.0), 2: (1.0, 0.0), 3: (0.5, SQ), 4: (0.0, 1.0), 5: (-1.0, 0.0), 6: (-0.5, SQ), 8: (-0.25, math.sqrt(0.9375))}
 
 
 def test_history_is_strictly_before_and_same_time_ties_by_larger_item_id():
@@ -78,9 +77,16 @@ def test_one_row_per_event_with_ids_types_and_padding():
     eq(last.text_sim, [0.5, NAN, NAN, NAN])
     eq(last.text_mask, [True, False, False, False])
     eq(last.text_bucket, [3, -1, -1, -1])
-    dtypes = {"hist_item_ids": np.int64, "hist_times": np.int64, "text_sim": np.float32,
-              "text_mask": np.bool_, "text_bucket": np.int32, "text_hist": np.float32,
-              "text_topk_ids": np.int64, "text_topk_sims": np.float32}
+    dtypes = {
+        "hist_item_ids": np.int64,
+        "hist_times": np.int64,
+        "text_sim": np.float32,
+        "text_mask": np.bool_,
+        "text_bucket": np.int32,
+        "text_hist": np.float32,
+        "text_topk_ids": np.int64,
+        "text_topk_sims": np.float32,
+    }
     assert {c: last[c].dtype.type for c in dtypes} == dtypes
     assert out.at["7:2:200:view", "event_time"] == pd.Timestamp(200, unit="s", tz="UTC")
 

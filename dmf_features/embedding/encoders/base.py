@@ -62,8 +62,9 @@ class Encoder(ABC):
     version: str
     device: torch.device
 
-    def __init__(self, *, name: str, modality: ContentModality, dim: int, weights_sha256: str,
-                 device: torch.device, batch_size: int) -> None:
+    def __init__(
+        self, *, name: str, modality: ContentModality, dim: int, weights_sha256: str, device: torch.device, batch_size: int
+    ) -> None:
         self.name = name
         self.modality = modality
         self.dim = dim
@@ -76,7 +77,7 @@ class Encoder(ABC):
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(batch), self.batch_size):
-                vectors = self._forward(list(batch[start:start + self.batch_size])).float()
+                vectors = self._forward(list(batch[start : start + self.batch_size])).float()
                 chunks.append(torch.nn.functional.normalize(vectors, dim=1).cpu().numpy())
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -91,7 +92,7 @@ class Encoder(ABC):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" means CUDA when available, else CPU; anything else ("cpu", "cuda:1") is taken as given."""
+    """ "auto" means CUDA when available, else CPU; anything else ("cpu", "cuda:1") is taken as given."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

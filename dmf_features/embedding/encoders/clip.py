@@ -32,17 +32,25 @@ def _vectors(output: Any) -> torch.Tensor:
 class ClipTextEncoder(Encoder):
     """`CLIPModel.get_text_features` over the folder's tokenizer, truncated at `max_tokens` (at most 77 for CLIP)."""
 
-    def __init__(self, path: str, *, device: torch.device, max_tokens: int = 128, batch_size: int = 64,
-                 name: str = "clip-text") -> None:
+    def __init__(
+        self, path: str, *, device: torch.device, max_tokens: int = 128, batch_size: int = 64, name: str = "clip-text"
+    ) -> None:
         self.model, folder, weights_sha256 = _load_clip(path, str(device))
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.max_tokens = min(max_tokens, self.model.config.text_config.max_position_embeddings)
-        super().__init__(name=name, modality="text", dim=self.model.config.projection_dim,
-                         weights_sha256=weights_sha256, device=device, batch_size=batch_size)
+        super().__init__(
+            name=name,
+            modality="text",
+            dim=self.model.config.projection_dim,
+            weights_sha256=weights_sha256,
+            device=device,
+            batch_size=batch_size,
+        )
 
     def _forward(self, items: list[str]) -> torch.Tensor:
-        inputs = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_tokens,
-                                return_tensors="pt").to(self.device)
+        inputs = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(
+            self.device
+        )
         return _vectors(self.model.get_text_features(**inputs))
 
 
@@ -55,8 +63,14 @@ class ClipImageEncoder(Encoder):
     def __init__(self, path: str, *, device: torch.device, batch_size: int = 64, name: str = "clip-image") -> None:
         self.model, folder, weights_sha256 = _load_clip(path, str(device))
         self.processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
-        super().__init__(name=name, modality="image", dim=self.model.config.projection_dim,
-                         weights_sha256=weights_sha256, device=device, batch_size=batch_size)
+        super().__init__(
+            name=name,
+            modality="image",
+            dim=self.model.config.projection_dim,
+            weights_sha256=weights_sha256,
+            device=device,
+            batch_size=batch_size,
+        )
 
     def _forward(self, items: list[Image.Image]) -> torch.Tensor:
         images = [image if image.mode == "RGB" else image.convert("RGB") for image in items]

@@ -40,16 +40,23 @@ class EfficientNetLiteEncoder(Encoder):
     The Lite weights were trained on inputs scaled as (x * 255 - 127) / 128, not ImageNet mean/std.
     """
 
-    def __init__(self, weights: str | Path | None = None, *, device: torch.device, batch_size: int = 64,
-                 name: str = "efficientnet-lite0") -> None:
+    def __init__(
+        self, weights: str | Path | None = None, *, device: torch.device, batch_size: int = 64, name: str = "efficientnet-lite0"
+    ) -> None:
         from efficientnet_lite_pytorch import EfficientNet
 
         weights_file = Path(weights) if weights is not None else default_lite0_weights()
         self.model = EfficientNet.from_name("efficientnet-lite0")
         self.model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
         self.model.to(device).eval()
-        super().__init__(name=name, modality="image", dim=self.model._bn1.num_features,
-                         weights_sha256=sha256_files([weights_file]), device=device, batch_size=batch_size)
+        super().__init__(
+            name=name,
+            modality="image",
+            dim=self.model._bn1.num_features,
+            weights_sha256=sha256_files([weights_file]),
+            device=device,
+            batch_size=batch_size,
+        )
 
     def _forward(self, items: list[Image.Image]) -> torch.Tensor:
         pixels = np.stack([np.asarray(resize_center_crop(image), dtype=np.float32) for image in items])

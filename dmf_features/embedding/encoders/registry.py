@@ -21,12 +21,15 @@ class EncoderKind:
     needs_path: bool = False  # no weights ship with the package: `path` names a model folder or a Hugging Face id
 
 
-ENCODER_KINDS: dict[str, EncoderKind] = {kind.name: kind for kind in (
-    EncoderKind("minilm", "text", ".text", "TransformersTextEncoder"),
-    EncoderKind("efficientnet-lite0", "image", ".image", "EfficientNetLiteEncoder"),
-    EncoderKind("clip-text", "text", ".clip", "ClipTextEncoder", needs_path=True),
-    EncoderKind("clip-image", "image", ".clip", "ClipImageEncoder", needs_path=True),
-)}
+ENCODER_KINDS: dict[str, EncoderKind] = {
+    kind.name: kind
+    for kind in (
+        EncoderKind("minilm", "text", ".text", "TransformersTextEncoder"),
+        EncoderKind("efficientnet-lite0", "image", ".image", "EfficientNetLiteEncoder"),
+        EncoderKind("clip-text", "text", ".clip", "ClipTextEncoder", needs_path=True),
+        EncoderKind("clip-image", "image", ".clip", "ClipImageEncoder", needs_path=True),
+    )
+}
 
 
 def kinds_for(modality: str) -> tuple[str, ...]:

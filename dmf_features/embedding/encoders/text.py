@@ -24,19 +24,32 @@ class TransformersTextEncoder(Encoder):
     still gives a vector: the tokenizer emits [CLS] [SEP], which the mean pools.
     """
 
-    def __init__(self, path: str | Path | None = None, *, device: torch.device, max_tokens: int = 128,
-                 batch_size: int = 64, name: str = "minilm-l6-v2") -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        device: torch.device,
+        max_tokens: int = 128,
+        batch_size: int = 64,
+        name: str = "minilm-l6-v2",
+    ) -> None:
         folder = resolve_model_dir(str(path)) if path is not None else default_minilm_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).to(device).eval()
         self.max_tokens = min(max_tokens, self.model.config.max_position_embeddings)
-        super().__init__(name=name, modality="text", dim=self.model.config.hidden_size,
-                         weights_sha256=sha256_files(model_weights_files(folder)), device=device,
-                         batch_size=batch_size)
+        super().__init__(
+            name=name,
+            modality="text",
+            dim=self.model.config.hidden_size,
+            weights_sha256=sha256_files(model_weights_files(folder)),
+            device=device,
+            batch_size=batch_size,
+        )
 
     def _forward(self, items: list[str]) -> torch.Tensor:
-        inputs = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_tokens,
-                                return_tensors="pt").to(self.device)
+        inputs = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(
+            self.device
+        )
         tokens = self.model(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

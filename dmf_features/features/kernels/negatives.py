@@ -29,7 +29,12 @@ class ItemAvailability:
 
 
 def draw_negatives(
-    users: np.ndarray, items: np.ndarray, micros: np.ndarray, availability: ItemAvailability, ratio: int, seed: int,
+    users: np.ndarray,
+    items: np.ndarray,
+    micros: np.ndarray,
+    availability: ItemAvailability,
+    ratio: int,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row of the positive, slot j, negative item) for every negative drawn.
 
@@ -37,8 +42,7 @@ def draw_negatives(
     """
     n = len(items)
     eligible = availability.available(micros)
-    base = _mix(_mix(_mix(np.uint64(seed) ^ users.astype(np.uint64)) ^ items.astype(np.uint64))
-                ^ micros.astype(np.uint64))
+    base = _mix(_mix(_mix(np.uint64(seed) ^ users.astype(np.uint64)) ^ items.astype(np.uint64)) ^ micros.astype(np.uint64))
     drawn = np.full((n, ratio), -1, np.int64)
     for slot in range(ratio):
         for attempt in range(_MAX_ATTEMPTS):

@@ -54,9 +54,12 @@ def bucket_edges(matrix: np.ndarray, buckets: int, method: str = "observed_range
     rng = np.random.default_rng(seed)
     first = rng.integers(0, len(matrix), _EDGE_PAIRS)
     second = (first + rng.integers(1, len(matrix), _EDGE_PAIRS)) % len(matrix)  # never the item itself
-    sims = np.concatenate([
-        np.einsum("ij,ij->i", matrix[first[i:i + _EDGE_CHUNK]], matrix[second[i:i + _EDGE_CHUNK]])
-        for i in range(0, _EDGE_PAIRS, _EDGE_CHUNK)])
+    sims = np.concatenate(
+        [
+            np.einsum("ij,ij->i", matrix[first[i : i + _EDGE_CHUNK]], matrix[second[i : i + _EDGE_CHUNK]])
+            for i in range(0, _EDGE_PAIRS, _EDGE_CHUNK)
+        ]
+    )
     if method == "quantile":
         edges = np.quantile(sims, np.arange(1, buckets) / buckets)
     else:
@@ -73,7 +76,11 @@ def bucket_of(sims: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def modality_features(
-    vectors: ModalityVectors, windows: Windows, targets: np.ndarray, users: np.ndarray, shape: FeatureShape,
+    vectors: ModalityVectors,
+    windows: Windows,
+    targets: np.ndarray,
+    users: np.ndarray,
+    shape: FeatureShape,
     edges: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The seven feature columns of one modality for a batch's samples (arrays with a row per sample);
@@ -87,7 +94,10 @@ def modality_features(
 
 
 def similarity_features(
-    sims: np.ndarray, valid: np.ndarray, edges: np.ndarray, shape: FeatureShape,
+    sims: np.ndarray,
+    valid: np.ndarray,
+    edges: np.ndarray,
+    shape: FeatureShape,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every feature of a target and its long history from their similarities, the one definition the
     feature job and a serving request share: `sims` [n, width] newest first, `valid` where both have
@@ -110,14 +120,22 @@ def similarity_features(
     top_sims, top_columns = top_k(np.where(valid, sims, -np.inf), shape.top_k)
     found = top_columns >= 0
     features = {
-        "sim": short_sims, "mask": short_valid, "bucket": short_buckets, "hist": hist,
-        "hist_count": hist_count.astype(np.int32), "topk_sims": np.where(found, top_sims, np.nan).astype(np.float32),
+        "sim": short_sims,
+        "mask": short_valid,
+        "bucket": short_buckets,
+        "hist": hist,
+        "hist_count": hist_count.astype(np.int32),
+        "topk_sims": np.where(found, top_sims, np.nan).astype(np.float32),
     }
     return features, top_columns
 
 
 def long_similarities(
-    vectors: ModalityVectors, windows: Windows, targets: np.ndarray, users: np.ndarray, long_length: int,
+    vectors: ModalityVectors,
+    windows: Windows,
+    targets: np.ndarray,
+    users: np.ndarray,
+    long_length: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Similarity of each sample's target with its long history, newest first: (sims, valid, positions)."""
     positions, exists = newest_first(windows, long_length)

@@ -52,8 +52,7 @@ class MovielensFiles:
         tags = folder / "tags.csv"
         if posters is not None and not posters.is_dir():
             raise SourceError(f"{posters}: posters folder not found")
-        return cls(name, folder / "movies.csv", folder / "ratings.csv",
-                   tags if with_tags and tags.is_file() else None, posters)
+        return cls(name, folder / "movies.csv", folder / "ratings.csv", tags if with_tags and tags.is_file() else None, posters)
 
 
 def _data_lines(spark: SparkSession, path: Path, header: str) -> tuple[DataFrame, int]:
@@ -82,10 +81,18 @@ def parse_movies(spark: SparkSession, files: MovielensFiles) -> q.Classified:
     (movie_id, title, genres), well_formed = csv_fields(F.col("raw"), 3)
     item_id = F.trim(movie_id).try_cast("bigint")
     df = lines.select(
-        "line_no", "record_id", "raw", "in_scope", well_formed.alias("_ok"), movie_id.alias("_id"),
-        item_id.alias("item_id"), _clean_title(title).alias("title"), _year(title).alias("year"),
+        "line_no",
+        "record_id",
+        "raw",
+        "in_scope",
+        well_formed.alias("_ok"),
+        movie_id.alias("_id"),
+        item_id.alias("item_id"),
+        _clean_title(title).alias("title"),
+        _year(title).alias("year"),
         F.when(F.trim(genres) == NO_GENRES, F.array().cast("array<string>"))
-        .otherwise(F.split(F.trim(genres), r"\|")).alias("genres"),
+        .otherwise(F.split(F.trim(genres), r"\|"))
+        .alias("genres"),
     )
     checks: list[q.Check] = [
         (~F.col("_ok"), q.UNPARSEABLE, F.lit("expected 3 fields: movieId,title,genres")),
@@ -118,8 +125,14 @@ def parse_tags(spark: SparkSession, files: MovielensFiles, known_items: DataFram
     (user, movie, tag, _), well_formed = csv_fields(F.col("raw"), 4)
     known = known_items.select("item_id", F.lit(True).alias("_known"))
     df = lines.select(
-        "line_no", "record_id", "raw", "in_scope", well_formed.alias("_ok"), movie.alias("_id"),
-        F.trim(movie).try_cast("bigint").alias("item_id"), F.lower(F.trim(tag)).alias("tag"),
+        "line_no",
+        "record_id",
+        "raw",
+        "in_scope",
+        well_formed.alias("_ok"),
+        movie.alias("_id"),
+        F.trim(movie).try_cast("bigint").alias("item_id"),
+        F.lower(F.trim(tag)).alias("tag"),
     ).join(F.broadcast(known), "item_id", "left")
     checks: list[q.Check] = [
         (~F.col("_ok"), q.UNPARSEABLE, F.lit("expected 4 fields: userId,movieId,tag,timestamp")),
@@ -130,7 +143,8 @@ def parse_tags(spark: SparkSession, files: MovielensFiles, known_items: DataFram
     classified = q.classify(df, checks)
     tags = (
         classified.where(F.col("reason").isNull() & ~_is_blank(F.col("tag")))
-        .groupBy("item_id").agg(F.array_sort(F.collect_set("tag")).alias("tags"))
+        .groupBy("item_id")
+        .agg(F.array_sort(F.collect_set("tag")).alias("tags"))
     )
     return tags, q.Classified(files.tags.name, "items", classified.drop("_ok", "_id", "_known", "tag"), rows_in)
 
@@ -153,13 +167,17 @@ def read_posters(spark: SparkSession, files: MovielensFiles, known_items: DataFr
     item_id = F.regexp_extract(name, r"^(\d+)\.(?i:jpe?g|png|webp|gif|bmp)$", 1)
     known = known_items.select("item_id", F.lit(True).alias("_known"))
     df = df.select(
-        F.concat(F.lit("posters/"), name).alias("record_id"), F.col("path").alias("raw"), F.lit(True).alias("in_scope"),
-        F.col("path").alias("image_path"), name.alias("_name"),
+        F.concat(F.lit("posters/"), name).alias("record_id"),
+        F.col("path").alias("raw"),
+        F.lit(True).alias("in_scope"),
+        F.col("path").alias("image_path"),
+        name.alias("_name"),
         F.when(item_id != "", item_id.cast("bigint")).alias("item_id"),
         F.when(F.col("content").isNotNull() & (F.col("length") > 0), F.col("content")).alias("image"),
         F.when(F.col("content").isNull(), F.lit("too_large"))
         .when(F.col("length") == 0, F.lit("empty"))
-        .otherwise(_image_check(F.col("content"))).alias("image_status"),
+        .otherwise(_image_check(F.col("content")))
+        .alias("image_status"),
     ).join(F.broadcast(known), "item_id", "left")
     checks: list[q.Check] = [
         (F.col("item_id").isNull(), q.UNRECOGNISED_FILE, F.format_string("%s is not named <movieId>.jpg", "_name")),
@@ -189,8 +207,12 @@ def _image_check(content: pd.Series) -> pd.Series:
 
 # ----------------------------------------------------------------------------------------- events
 def parse_ratings(
-    spark: SparkSession, files: MovielensFiles, known_items: DataFrame, cfg: IngestConfig,
-    in_scope: Column, max_event_time: Column,
+    spark: SparkSession,
+    files: MovielensFiles,
+    known_items: DataFrame,
+    cfg: IngestConfig,
+    in_scope: Column,
+    max_event_time: Column,
 ) -> q.Classified:
     """Classified rating events; `in_scope` (a condition on column `date`) marks those a dated run
     covers. A line whose date cannot be determined belongs to every scope: it is always reported."""
@@ -201,10 +223,18 @@ def parse_ratings(
     in_time = seconds.between(F.lit(min_seconds), F.unix_seconds(max_event_time))
     event_time = F.when(in_time, F.timestamp_seconds(seconds))
     df = lines.select(
-        "line_no", "record_id", "raw", well_formed.alias("_ok"),
-        user.alias("_user"), movie.alias("_movie"), rating.alias("_rating"), ts.alias("_ts"),
-        F.trim(user).try_cast("bigint").alias("user_id"), F.trim(movie).try_cast("bigint").alias("item_id"),
-        F.trim(rating).try_cast("double").alias("rating"), seconds.alias("_seconds"),
+        "line_no",
+        "record_id",
+        "raw",
+        well_formed.alias("_ok"),
+        user.alias("_user"),
+        movie.alias("_movie"),
+        rating.alias("_rating"),
+        ts.alias("_ts"),
+        F.trim(user).try_cast("bigint").alias("user_id"),
+        F.trim(movie).try_cast("bigint").alias("item_id"),
+        F.trim(rating).try_cast("double").alias("rating"),
+        seconds.alias("_seconds"),
         event_time.alias("event_time"),
     ).withColumn("date", F.to_date("event_time"))
     df = df.withColumn("in_scope", F.col("date").isNull() | in_scope)
@@ -218,20 +248,38 @@ def parse_ratings(
         _not_a_number(F.col("_movie"), F.col("item_id"), "movieId"),
         _not_a_number(F.col("_rating"), F.col("rating"), "rating"),
         _not_a_number(F.col("_ts"), F.col("_seconds"), "timestamp"),
-        (~F.col("rating").between(cfg.rating_min, cfg.rating_max), q.OUT_OF_RANGE,
-         F.format_string(f"rating %s outside [{cfg.rating_min}, {cfg.rating_max}]", "rating")),
-        (F.col("_seconds") < min_seconds, q.OUT_OF_RANGE,
-         F.format_string(f"timestamp %s is before {cfg.min_event_time.isoformat()}", "_ts")),
-        (F.col("event_time").isNull(), q.OUT_OF_RANGE,  # the detail names no run time: re-runs agree
-         F.format_string("timestamp %s is in the future", "_ts")),
+        (
+            ~F.col("rating").between(cfg.rating_min, cfg.rating_max),
+            q.OUT_OF_RANGE,
+            F.format_string(f"rating %s outside [{cfg.rating_min}, {cfg.rating_max}]", "rating"),
+        ),
+        (
+            F.col("_seconds") < min_seconds,
+            q.OUT_OF_RANGE,
+            F.format_string(f"timestamp %s is before {cfg.min_event_time.isoformat()}", "_ts"),
+        ),
+        (
+            F.col("event_time").isNull(),
+            q.OUT_OF_RANGE,  # the detail names no run time: re-runs agree
+            F.format_string("timestamp %s is in the future", "_ts"),
+        ),
         (F.col("_known").isNull(), q.UNKNOWN_ITEM, F.format_string("movieId %d is not in movies.csv", "item_id")),
     ]
     classified = q.classify(df, checks).select(
-        "line_no", "record_id", "raw", "in_scope", "reason", "detail", "user_id", "item_id", "event_time",
-        F.lit("rating").alias("event_type"), "rating",
+        "line_no",
+        "record_id",
+        "raw",
+        "in_scope",
+        "reason",
+        "detail",
+        "user_id",
+        "item_id",
+        "event_time",
+        F.lit("rating").alias("event_type"),
+        "rating",
         (F.col("rating") >= cfg.click_threshold).cast("int").alias("label"),
-        F.lit(files.name).alias("source"), "date",
+        F.lit(files.name).alias("source"),
+        "date",
     )
-    records = q.flag_duplicates(classified, ["user_id", "item_id", "event_time", "event_type"], "line_no",
-                                q.DUPLICATE_EVENT)
+    records = q.flag_duplicates(classified, ["user_id", "item_id", "event_time", "event_type"], "line_no", q.DUPLICATE_EVENT)
     return q.Classified(files.ratings.name, "events", records, rows_in)

@@ -50,14 +50,17 @@ THEMES = [
     ("Musical|Romance", "Jazzy Rhythmic Melodic Swinging Velvet", "Melody Ballroom Symphony Chorus Serenade"),
     ("Mystery|Thriller", "Curious Secret Foggy Missing Veiled", "Clue Detective Manor Riddle Inspector"),
 ]
-STYLE_WORDS = [("Chronicles", "Files", "Shadows"), ("Saga", "Legacy", "Rising"),
-               ("Diaries", "Stories", "Notes"), ("Returns", "Unleashed", "Forever")]
+STYLE_WORDS = [
+    ("Chronicles", "Files", "Shadows"),
+    ("Saga", "Legacy", "Rising"),
+    ("Diaries", "Stories", "Notes"),
+    ("Returns", "Unleashed", "Forever"),
+]
 EXTRA_GENRES = ("Action", "Adventure", "Comedy", "Drama", "Film-Noir", "IMAX", "Thriller")
 HIGH_RATINGS, HIGH_P = np.array([8, 9, 10]), [0.4, 0.25, 0.35]  # twice the rating: 4.0 .. 5.0
 LOW_RATINGS, LOW_P = np.arange(1, 8), [0.03, 0.05, 0.07, 0.12, 0.18, 0.25, 0.30]  # 0.5 .. 3.5
 RATING_TEXT = pa.array([f"{r / 2:.1f}" for r in range(16)])  # indexed by twice the rating
-BAD_KINDS = ("garbage", "empty_user_id", "unknown_movie_id", "duplicate", "rating_out_of_range",
-             "timestamp_before_1990")
+BAD_KINDS = ("garbage", "empty_user_id", "unknown_movie_id", "duplicate", "rating_out_of_range", "timestamp_before_1990")
 GARBAGE = ("%%corrupted line%%", "17,42", "1,2,3,4,5,6", "userId;movieId;rating;timestamp")
 
 
@@ -105,9 +108,13 @@ def generate(cfg: SyntheticSourceConfig, progress: Callable[[str], None] | None 
     _write_truth(out / "truth", items, pref, counts, start)
     manifest = {
         "params": params,
-        "counts": {"items": cfg.items, "users": int(np.count_nonzero(counts)), "events": cfg.events,
-                   "bad_rows": sum(planted[k] for k in BAD_KINDS),
-                   "cold_start_items": int(np.count_nonzero(items.release))},
+        "counts": {
+            "items": cfg.items,
+            "users": int(np.count_nonzero(counts)),
+            "events": cfg.events,
+            "bad_rows": sum(planted[k] for k in BAD_KINDS),
+            "cold_start_items": int(np.count_nonzero(items.release)),
+        },
         "planted": planted | {"missing_poster": len(missing), "corrupt_poster": len(corrupt)},
         "bad_posters": {"missing": missing, "corrupt": corrupt},
         "time_range": {"start": start, "end": start + span, "cold_start_after": start + _cold_from(span)},
@@ -157,8 +164,7 @@ def _write_movies(out: Path, cfg: SyntheticSourceConfig, items: _Items, start: i
         writer.writerow(["movieId", "title", "genres"])
         for i in range(cfg.items):
             genres, adjectives, nouns = THEMES[items.topic[i] % len(THEMES)]
-            title = f"{rng.choice(adjectives.split())} {rng.choice(nouns.split())} " \
-                    f"{rng.choice(STYLE_WORDS[items.style[i]])}"
+            title = f"{rng.choice(adjectives.split())} {rng.choice(nouns.split())} {rng.choice(STYLE_WORDS[items.style[i]])}"
             if rng.random() < 0.15:
                 title += ", The"
             released = dt.datetime.fromtimestamp(start + items.release[i], dt.UTC).year
@@ -168,14 +174,22 @@ def _write_movies(out: Path, cfg: SyntheticSourceConfig, items: _Items, start: i
             writer.writerow([i + 1, f"{title} ({year})", genres])
 
 
-def _write_ratings(path: Path, cfg: SyntheticSourceConfig, items: _Items, pref: np.ndarray, counts: np.ndarray,
-                   start: int, span: int, rng: np.random.Generator, say: Callable[[str], None]) -> dict:
+def _write_ratings(
+    path: Path,
+    cfg: SyntheticSourceConfig,
+    items: _Items,
+    pref: np.ndarray,
+    counts: np.ndarray,
+    start: int,
+    span: int,
+    rng: np.random.Generator,
+    say: Callable[[str], None],
+) -> dict:
     """Ratings sorted by user, then time, in chunks of whole users; returns how many bad rows of each kind."""
     n_bad = 0 if cfg.bad_row_fraction == 0 else max(len(BAD_KINDS), round(cfg.bad_row_fraction * cfg.events))
     n_bad = min(n_bad, cfg.events // 2)  # each bad row follows a valid one
     ends = np.cumsum(counts)
-    bounds = np.unique(np.r_[0, np.searchsorted(ends, np.arange(CHUNK_EVENTS, cfg.events, CHUNK_EVENTS)) + 1,
-                             cfg.users])
+    bounds = np.unique(np.r_[0, np.searchsorted(ends, np.arange(CHUNK_EVENTS, cfg.events, CHUNK_EVENTS)) + 1, cfg.users])
     planted = dict.fromkeys(BAD_KINDS, 0)
     with open(path, "wb") as f:
         f.write(b"userId,movieId,rating,timestamp\n")
@@ -201,8 +215,11 @@ def _events(first: int, counts: np.ndarray, pref: np.ndarray, items: _Items, spa
     item = _expose(pref, local, seconds, items, rng)
     affinity = pref[local, items.topic[item]] * pref.shape[1]  # 1.0 = indifferent to the item's topic
     p_click = 1.0 / (1.0 + np.exp(-(1.5 * (affinity - 2.0) + items.quality[item])))
-    r2 = np.where(rng.random(len(local)) < p_click, rng.choice(HIGH_RATINGS, len(local), p=HIGH_P),
-                  rng.choice(LOW_RATINGS, len(local), p=LOW_P))
+    r2 = np.where(
+        rng.random(len(local)) < p_click,
+        rng.choice(HIGH_RATINGS, len(local), p=HIGH_P),
+        rng.choice(LOW_RATINGS, len(local), p=LOW_P),
+    )
     return local + first + 1, item + 1, r2, seconds
 
 
@@ -232,8 +249,7 @@ def _expose(pref: np.ndarray, local: np.ndarray, seconds: np.ndarray, items: _It
     cum = np.cumsum(pref, axis=1)
     cum = (cum / cum[:, -1:] + np.arange(len(pref))[:, None]).ravel()
     rows = local[taste]
-    topic = np.minimum(np.searchsorted(cum, rows + rng.random(len(rows)), side="right") - rows * n_topics,
-                       n_topics - 1)
+    topic = np.minimum(np.searchsorted(cum, rows + rng.random(len(rows)), side="right") - rows * n_topics, n_topics - 1)
     for t in range(n_topics):
         members, chosen = np.flatnonzero(items.topic == t), taste[topic == t]
         if len(members):
@@ -252,12 +268,16 @@ def _draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _format(user: np.ndarray, item: np.ndarray, r2: np.ndarray, ts: np.ndarray) -> pa.Array:
     """CSV lines without their newline, formatted in Arrow (no Python loop over rows)."""
-    return pc.binary_join_element_wise(pc.cast(pa.array(user), pa.string()), pc.cast(pa.array(item), pa.string()),
-                                       RATING_TEXT.take(pa.array(r2)), pc.cast(pa.array(ts), pa.string()), ",")
+    return pc.binary_join_element_wise(
+        pc.cast(pa.array(user), pa.string()),
+        pc.cast(pa.array(item), pa.string()),
+        RATING_TEXT.take(pa.array(r2)),
+        pc.cast(pa.array(ts), pa.string()),
+        ",",
+    )
 
 
-def _plant(lines: pa.Array, user, item, r2, ts, n_bad: int, planted: dict, n_items: int,
-           rng: np.random.Generator) -> pa.Array:
+def _plant(lines: pa.Array, user, item, r2, ts, n_bad: int, planted: dict, n_items: int, rng: np.random.Generator) -> pa.Array:
     """Replace n_bad lines, at odd positions so that each follows a valid line (a duplicate copies it)."""
     if n_bad <= 0:
         return lines
@@ -267,21 +287,24 @@ def _plant(lines: pa.Array, user, item, r2, ts, n_bad: int, planted: dict, n_ite
         kind = BAD_KINDS[sum(planted.values()) % len(BAD_KINDS)]
         planted[kind] += 1
         u, m, r, t = user[p], item[p], RATING_TEXT[r2[p]].as_py(), ts[p]
-        new.append({
-            "garbage": GARBAGE[planted[kind] % len(GARBAGE)],
-            "empty_user_id": f",{m},{r},{t}",
-            "unknown_movie_id": f"{u},{n_items + 1 + p % 1000},{r},{t}",
-            "duplicate": lines[p - 1].as_py(),
-            "rating_out_of_range": f"{u},{m},7.5,{t}",
-            "timestamp_before_1990": f"{u},{m},{r},{t % YEAR_1990}",
-        }[kind])
+        new.append(
+            {
+                "garbage": GARBAGE[planted[kind] % len(GARBAGE)],
+                "empty_user_id": f",{m},{r},{t}",
+                "unknown_movie_id": f"{u},{n_items + 1 + p % 1000},{r},{t}",
+                "duplicate": lines[p - 1].as_py(),
+                "rating_out_of_range": f"{u},{m},7.5,{t}",
+                "timestamp_before_1990": f"{u},{m},{r},{t % YEAR_1990}",
+            }[kind]
+        )
     mask = np.zeros(len(lines), dtype=bool)
     mask[rows] = True
     return pc.replace_with_mask(lines, pa.array(mask), pa.array(new, pa.string()))
 
 
-def _write_posters(folder: Path, cfg: SyntheticSourceConfig, items: _Items,
-                   say: Callable[[str], None]) -> tuple[list[int], list[int]]:
+def _write_posters(
+    folder: Path, cfg: SyntheticSourceConfig, items: _Items, say: Callable[[str], None]
+) -> tuple[list[int], list[int]]:
     """One JPEG per item; with bad rows planted, one poster is also missing and one is random bytes.
     Returns the movieIds of the missing and of the corrupt poster."""
     folder.mkdir()
@@ -294,8 +317,7 @@ def _write_posters(folder: Path, cfg: SyntheticSourceConfig, items: _Items,
             path.write_bytes(rng.bytes(2048))
         elif i + 1 not in missing:
             item_rng = np.random.default_rng([cfg.seed, 5, i])  # per item: independent of the loop order
-            _poster(int(items.topic[i]), int(items.style[i]), cfg.topics, cfg.image_size, item_rng).save(
-                path, "JPEG", quality=85)
+            _poster(int(items.topic[i]), int(items.style[i]), cfg.topics, cfg.image_size, item_rng).save(path, "JPEG", quality=85)
         if (i + 1) % 5000 == 0 or i + 1 == cfg.items:
             say(f"posters: {i + 1:,} / {cfg.items:,}")
     return missing, corrupt
@@ -305,8 +327,10 @@ def _poster(topic: int, style: int, n_topics: int, width: int, rng: np.random.Ge
     """Topic: the palette (its hue) and the shape family; style: the background; rng: placement and noise."""
     height = width * 3 // 2
     hue = topic / n_topics + rng.normal(0.0, 0.01)
-    light, dark, accent = (np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
-                           for h, s, v in ((hue, 0.45, 0.95), (hue, 0.8, 0.4), (hue + 0.5, 0.7, 0.95)))
+    light, dark, accent = (
+        np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
+        for h, s, v in ((hue, 0.45, 0.95), (hue, 0.8, 0.4), (hue + 0.5, 0.7, 0.95))
+    )
     y, x = np.mgrid[0:height, 0:width]
     if style == 0:  # noir: plain and dark
         bg = np.broadcast_to(dark * 0.5, (height, width, 3))
@@ -345,10 +369,18 @@ def _write_truth(folder: Path, items: _Items, pref: np.ndarray, counts: np.ndarr
     with open(folder / "items.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["movieId", "topic", "style", "release_timestamp", "cold_start"])
-        writer.writerows(zip(range(1, len(items.topic) + 1), items.topic.tolist(), items.style.tolist(),
-                             (start + items.release).tolist(), (items.release > 0).astype(int).tolist()))
+        writer.writerows(
+            zip(
+                range(1, len(items.topic) + 1),
+                items.topic.tolist(),
+                items.style.tolist(),
+                (start + items.release).tolist(),
+                (items.release > 0).astype(int).tolist(),
+            )
+        )
     with open(folder / "users.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["userId", "top_topic", "top_preference", "events"])
-        writer.writerows(zip(range(1, len(pref) + 1), pref.argmax(1).tolist(),
-                             np.round(pref.max(1), 4).tolist(), counts.tolist()))
+        writer.writerows(
+            zip(range(1, len(pref) + 1), pref.argmax(1).tolist(), np.round(pref.max(1), 4).tolist(), counts.tolist())
+        )

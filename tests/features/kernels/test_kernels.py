@@ -21,8 +21,7 @@ def _windows_by_sample(stream: HistoryStream, rows: list[tuple[int, int, int, in
 
 
 def test_history_is_strictly_earlier_and_per_user():
-    rows = [(1, 10, B, 100), (1, 20, S, 7), (1, 20, B, 101), (1, 30, S, 8), (2, 5, S, 9), (2, 6, B, 200),
-            (2, 7, S, 9)]
+    rows = [(1, 10, B, 100), (1, 20, S, 7), (1, 20, B, 101), (1, 30, S, 8), (2, 5, S, 9), (2, 6, B, 200), (2, 7, S, 9)]
     assert _windows_by_sample(HistoryStream(10), rows) == [[100], [101, 100], [], [200]]
 
 
@@ -46,12 +45,11 @@ def test_top_k_is_best_first_and_equal_scores_newest_first():
         scores[rng.random(scores.shape) < rng.random()] = -np.inf
         k = int(rng.integers(1, 25))
         values, columns = top_k(scores, k)
-        expected = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, 20)]
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, 20)]
         expected_values = np.take_along_axis(scores, expected, axis=1)
         expected_columns = np.where(np.isfinite(expected_values), expected, -1)
         # always k columns: -1 pads where a row has fewer finite scores, or is narrower than k
-        np.testing.assert_array_equal(columns, np.pad(expected_columns, ((0, 0), (0, k - expected.shape[1])),
-                                                      constant_values=-1))
+        np.testing.assert_array_equal(columns, np.pad(expected_columns, ((0, 0), (0, k - expected.shape[1])), constant_values=-1))
         expected_values = np.pad(expected_values, ((0, 0), (0, k - expected.shape[1])), constant_values=-np.inf)
         np.testing.assert_array_equal(values[columns >= 0], expected_values[columns >= 0])
 
