@@ -143,7 +143,9 @@ class EmbeddingConfig(_Section):
     )
     batch_size: int = Field(32, ge=1, description="inputs per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible")
-    items_per_task: int = Field(256, ge=1, description="work per Spark task: smaller gives finer progress")
+    items_per_task: int = Field(
+        256, ge=1, description="work per Spark task, in posters (a title counts as 0.1): smaller gives finer progress"
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused as decompression bombs")
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 Spark reports progress per task, not per row, so items done are estimated as the finished share of
 the action's tasks times the items it processes; work is split into tasks of about
-`embedding.items_per_task` items, which keeps the estimate close. The estimate never goes back:
+`embedding.items_per_task` posters' worth, which keeps the estimate close. The estimate never goes back:
 an action that starts another stage adds tasks to the total, and the share shown holds until the
 new tasks catch up.
 """

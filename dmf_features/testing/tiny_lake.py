@@ -54,8 +54,11 @@ def build_tiny_lake(spark: SparkSession, folder: Path, users: int = 8, items: in
         }
     )
     write_events(spark, lake, frame.drop_duplicates(["user_id", "item_id", "event_time"]))
-    write_vectors(
-        spark, lake, random_vectors(range(1, items + 1), {"text": 4, "image": 3, "fused": 7}, missing={"image": {1, 2, 3}})
-    )
+    write_vectors(spark, lake, tiny_vectors(items))
     build_features(spark, cfg, lake, progress=lambda _: None)
     return config
+
+
+def tiny_vectors(items: int = 30) -> dict:
+    """The item vectors `build_tiny_lake` writes (seeded): items 1, 2 and 3 have no image vector."""
+    return random_vectors(range(1, items + 1), {"text": 4, "image": 3, "fused": 7}, missing={"image": {1, 2, 3}})
