@@ -14,6 +14,7 @@ import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from dmf_features.features.history_order import STREAM_ORDER, newest_first_window
 from dmf_features.features.kernels.histories import KIND_BEHAVIOUR, KIND_SAMPLE, HistoryStream, newest_first
@@ -154,33 +155,24 @@ def with_features(
 ) -> DataFrame:
     """`samples` rows (SAMPLE_COLUMNS) with histories and features: the `samples` table's rows
     (`edges`: each modality's bucket boundaries)."""
-    sample_rows = samples.select(
-        "user_id",
-        "micros",
-        F.lit(KIND_SAMPLE).alias("kind"),
-        "item_id",
-        "event_type",
-        "sample_id",
-        "event_time",
-        "label",
-        "is_negative",
-        "split",
-        "split_rule",
-        "date",
-    )
-    behaviour_rows = behaviours.select(
-        "user_id",
-        "micros",
-        F.lit(KIND_BEHAVIOUR).alias("kind"),
-        "item_id",
-        "event_type",
-        *[
-            F.lit(None).cast(samples.schema[c].dataType).alias(c)
-            for c in ("sample_id", "event_time", "label", "is_negative", "split", "split_rule", "date")
-        ],
+    # behaviours only place items in histories: their sample columns are null
+    sample_rows = _stream_rows(samples, KIND_SAMPLE, keep=_STREAM_COLUMNS, types=samples.schema)
+    behaviour_rows = _stream_rows(
+        behaviours, KIND_BEHAVIOUR, keep=("user_id", "micros", "item_id", "event_type"), types=samples.schema
     )
     stream = sample_rows.unionByName(behaviour_rows).repartition(partitions, "user_id").sortWithinPartitions(*STREAM_ORDER)
-    return stream.select(*_STREAM_COLUMNS).mapInArrow(_feature_udf(vectors, shape, edges), spark_schema(SAMPLES))
+    return stream.mapInArrow(_feature_udf(vectors, shape, edges), spark_schema(SAMPLES))
+
+
+def _stream_rows(rows: DataFrame, kind: int, keep: tuple[str, ...], types: StructType) -> DataFrame:
+    """`rows` as rows of the one stream the feature UDF walks (_STREAM_COLUMNS): `kind` says sample or
+    behaviour, the columns in `keep` come from `rows`, the others are nulls of the samples' types."""
+    return rows.select(
+        *[
+            F.lit(kind).alias(c) if c == "kind" else F.col(c) if c in keep else F.lit(None).cast(types[c].dataType).alias(c)
+            for c in _STREAM_COLUMNS
+        ]
+    )
 
 
 def _feature_udf(vectors: Broadcast, shape: FeatureShape, edges: dict[str, np.ndarray]):
