@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "dmf-features needs Python 3.11, found " + sys.version'
 	@command -v java >/dev/null || { echo "dmf-features needs Java 17 (java not found on PATH)"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --editable '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --editable '.[dev,airflow]'
 	touch $(STAMP)
 
 ## demo: the whole pipeline on the real MovieLens-posters data: ingest, quality gates, embeddings, features,

@@ -9,9 +9,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dmf_features.infra.config import Config, ConfigError, load_config
 from dmf_features.infra.errors import PipelineError
+from dmf_features.orchestration.environment import DEFAULT_AIRFLOW_HOME
 
 DEFAULT_CONFIG = os.environ.get("DMF_CONFIG", "conf/local.yaml")
 
@@ -183,7 +185,45 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("user_id", type=int, metavar="USER_ID")
     recommend.add_argument("-k", type=int, default=10, help="how many items (default: %(default)s)")
     recommend.add_argument("--model", default="dmf", help="registered model name (default: %(default)s)")
-    recommend.add_argument("--version", default="latest", help="its version (default: %(default)s)")
+    recommend.add_argument(
+        "--version",
+        default=None,
+        help="a version number or @ALIAS (default: the promotion alias, e.g. @champion, if set, else the latest version)",
+    )
+
+    promote = commands.add_parser(
+        "promote",
+        parents=[common],
+        help="make a registered model the champion if it beats the current one (the promotion gate)",
+        description="Score a registered version of the promotion model (promotion.model, default: its newest version), "
+        "the current champion (alias promotion.alias) and the item-mean baseline on the same rows: those newer "
+        "than anything either model trained on. Point the alias at the candidate only if its AUC beats both "
+        "(by more than promotion.min_auc_gain over the champion). The decision and its reason go onto the "
+        "candidate's MLflow run and model version. The training DAG runs the same gate.",
+    )
+    promote.add_argument("--version", help="the candidate's registered version (default: the newest)")
+
+    airflow = commands.add_parser(
+        "airflow",
+        help="run the DAGs in dags/ locally with Airflow 3",
+        description="Airflow 3 for this project: its home is airflow-home/ in the project (or --home); the DAG folder "
+        "is dags/; the Spark connection (spark_default) submits to the config's spark.master.",
+    )
+    airflow_commands = airflow.add_subparsers(dest="airflow_command", required=True, metavar="ACTION")
+    airflow_start = airflow_commands.add_parser(
+        "start",
+        parents=[common],
+        help="start the API server (UI), scheduler, DAG processor and triggerer on 127.0.0.1 until Ctrl-C",
+    )
+    airflow_env = airflow_commands.add_parser(
+        "env",
+        parents=[common],
+        help='print the environment as export lines, for `eval "$(dmf airflow env)"` before airflow commands',
+    )
+    for action, func in ((airflow_start, _airflow_start), (airflow_env, _airflow_env)):
+        action.add_argument("--home", default=str(DEFAULT_AIRFLOW_HOME), help="AIRFLOW_HOME (default: %(default)s)")
+        action.add_argument("--port", type=int, default=8080, help="the API server's port (default: %(default)s)")
+        action.set_defaults(func=func)
 
     lake = commands.add_parser(
         "lake", help="inspect and maintain the Delta tables", description="Inspect and maintain the lake's Delta tables."
@@ -223,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         (tune, _tune),
         (similar, _similar),
         (recommend, _recommend),
+        (promote, _promote),
     ):
         command.set_defaults(func=func)
     return parser
@@ -249,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models load from local folders only (no hub access here or on air-gapped clusters), quietly.
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(key, value)
-    name = " ".join(filter(None, (args.command, getattr(args, "lake_command", None))))
+    name = " ".join(filter(None, (args.command, getattr(args, "lake_command", None), getattr(args, "airflow_command", None))))
     try:
         cfg = load_config(args.config, args.overrides)
         command: Command = args.func
@@ -319,15 +360,9 @@ def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int
 
 
 def _training_setup(args: argparse.Namespace, cfg: Config, progress: Callable[[str], None]):
-    from models.experiment import DataSource, Evaluation
-    from models.tracking import Tracker
+    from models.experiment import open_training
 
-    lake_root = cfg.lake.uri.rstrip("/")
-    options = dict(cfg.lake.storage_options) or None
-    source = DataSource(
-        f"{lake_root}/samples", f"{lake_root}/item_embeddings", getattr(args, "samples_version", None), options, cfg.evaluation
-    )
-    return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+    return open_training(cfg, getattr(args, "samples_version", None), progress)
 
 
 def _train(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
@@ -422,7 +457,8 @@ def _recommend(args: argparse.Namespace, cfg: Config, progress: _Progress) -> in
     from models.recommend import recommend
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    model_uri = f"models:/{args.model}/{args.version}"
+    version = args.version or _default_version(args.model, cfg.promotion.alias)
+    model_uri = f"models:/{args.model}{version if version.startswith('@') else '/' + version}"
     best = recommend(model_uri, cfg.lake.uri.rstrip("/"), args.user_id, args.k, dict(cfg.lake.storage_options) or None)
     try:
         titles = ItemIndex.load(Lake(cfg.lake)).titles
@@ -431,6 +467,48 @@ def _recommend(args: argparse.Namespace, cfg: Config, progress: _Progress) -> in
     print(f"top {len(best)} items for user {args.user_id} by {model_uri}:")
     for rank, item in enumerate(best, 1):
         print(f"  {rank:>2}. {item.probability:6.3f}  {item.item_id:>8}  {titles.get(item.item_id) or ''}")
+    return 0
+
+
+def _default_version(model: str, alias: str) -> str:
+    """`@alias` when the registered model has it (the promotion gate set it), else the latest version."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_model_version_by_alias(model, alias)
+        return f"@{alias}"
+    except MlflowException:
+        return "latest"
+
+
+def _promote(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from models.promotion import evaluate_candidate, promote
+
+    overrides = list(args.overrides)
+    decision = evaluate_candidate(args.config, overrides, args.version)
+    print(decision.render(), flush=True)
+    if decision.promote:
+        promote(args.config, overrides, decision)
+    return 0
+
+
+def _airflow_environment(args: argparse.Namespace, cfg: Config) -> dict[str, str]:
+    from dmf_features.orchestration.environment import airflow_environment
+
+    return airflow_environment(cfg, Path(args.home).resolve(), args.port)
+
+
+def _airflow_start(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.orchestration.services import serve
+
+    return serve(_airflow_environment(args, cfg))
+
+
+def _airflow_env(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.orchestration.environment import shell_exports
+
+    print(shell_exports(_airflow_environment(args, cfg)))
     return 0
 
 

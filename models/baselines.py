@@ -48,11 +48,16 @@ class FoldRows:
 
 
 def item_mean_scores(rows: FoldRows, item_ids: np.ndarray) -> np.ndarray:
+    """The fold's training rows' `smoothed_item_means` for `item_ids`."""
+    train = rows.mask(TRAIN)
+    return smoothed_item_means(rows.index.item_ids[train], rows.index.labels[train], item_ids)
+
+
+def smoothed_item_means(train_items: np.ndarray, train_labels: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """Each item's mean training label, smoothed toward the global mean; the global mean for an
     item never seen in training (the honest fallback for a cold item)."""
-    train = rows.mask(TRAIN)
-    labels, items = rows.index.labels[train].astype(float), rows.index.item_ids[train]
-    known, inverse = np.unique(items, return_inverse=True)
+    labels = train_labels.astype(float)
+    known, inverse = np.unique(train_items, return_inverse=True)
     sums, counts = np.bincount(inverse, labels), np.bincount(inverse)
     means = (sums + ITEM_MEAN_SMOOTHING * labels.mean()) / (counts + ITEM_MEAN_SMOOTHING)
     position, found = find_sorted(known, item_ids)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,11 +24,14 @@ from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scor
 from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
 from models.data import ItemVectorTable, PinnedTable, sample_columns
-from models.intervals import bootstrap_metrics, to_json_ready
-from models.protocol import TEST, TRAIN, EvaluationConfig, Fold, describe, resolve_folds
+from models.intervals import bootstrap_metrics, format_interval, to_json_ready
+from models.protocol import TEST, TRAIN, VALID, EvaluationConfig, Fold, describe, resolve_folds
 from models.splits import SampleIndex, SplitReader, training_items
 from models.tracking import RunLogger, Tracker, comparison_figure
 from models.train import Predictions, fit, predict, seed_everything
+
+if TYPE_CHECKING:
+    from dmf_features.infra.config import Config
 
 PRELOAD_BYTES = 2 << 30
 
@@ -39,6 +43,19 @@ class DataSource:
     samples_version: int | None = None  # None: the latest
     storage_options: dict | None = None
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def open_training(cfg: Config, samples_version: int | None = None, progress: Callable[[str], None] = print):
+    """The `Evaluation` of the lake's samples (latest, or `samples_version`) and the MLflow tracker of `cfg`."""
+    lake_root = cfg.lake.uri.rstrip("/")
+    source = DataSource(
+        f"{lake_root}/samples",
+        f"{lake_root}/item_embeddings",
+        samples_version,
+        dict(cfg.lake.storage_options) or None,
+        cfg.evaluation,
+    )
+    return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
 class Evaluation:
@@ -121,6 +138,13 @@ class Evaluation:
             self.index.user_ids[rows], self.index.item_ids[rows], self.index.labels[rows].astype(float), probabilities
         )
 
+    def trained_through(self, fold: Fold) -> int:
+        """Epoch seconds of the newest row the fold's model trained or validated on: a later row is
+        unseen by that model (what the promotion gate compares models on)."""
+        rows = self.rows(fold)
+        seen = self.index.seconds[rows.mask(TRAIN) | rows.mask(VALID)]
+        return int(seen.max()) if len(seen) else 0
+
     def check_no_leakage(self, fold: Fold) -> None:
         """Under a global-timeline protocol no test row may be older than a training row of its fold."""
         if not fold.global_timeline:
@@ -141,6 +165,7 @@ class RunResult:
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
     probabilities: np.ndarray | None = None  # pooled test rows
+    model_version: str | None = None  # the registered model version of a trained (not baseline) run
 
 
 def train_run(
@@ -219,11 +244,12 @@ def train_run(
         run.log_metrics(metrics)
         subsets = evaluation.subsets(spec.cold_start_max_interactions)
         run.log_evaluation(evaluation.pooled_predictions(probabilities), subsets["cold"])
+        run.log_trained_through(evaluation.trained_through(evaluation.folds[-1]))
         example = next(evaluation.samples.batches(sample_columns(modalities), 5))
-        run.log_model(
+        version = run.log_model(
             model, spec, items.vocabulary, vectors, example, evaluation.lineage, context if spec.architecture.context else None
         )
-        return RunResult(spec.name, seed, run.run_id, metrics, probabilities)
+        return RunResult(spec.name, seed, run.run_id, metrics, probabilities, version)
 
 
 _SHOWN = ("train_loss", "train_auc", "valid_auc", "test_auc", "train_samples_per_s")
@@ -362,18 +388,11 @@ def markdown(result: dict) -> str:
             diff = table["differences"].get(model, {}).get("auc")
             lines.append(
                 f"| {model} | "
-                + " | ".join(_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
-                + f" | {_interval(diff, signed=True) if diff else '(reference)'} |"
+                + " | ".join(format_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
+                + f" | {format_interval(diff, signed=True) if diff else '(reference)'} |"
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def _interval(value: dict, signed: bool = False) -> str:
-    if value["estimate"] is None:  # no AUC without both classes (JSON null)
-        return "n/a"
-    sign = "+" if signed else ""
-    return f"{value['estimate']:{sign}.4f} [{value['low']:{sign}.4f}, {value['high']:{sign}.4f}]"
 
 
 def tune(

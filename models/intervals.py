@@ -234,3 +234,11 @@ def to_json_ready(result: dict) -> dict[str, Any]:
             for section in ("models", "differences")
         },
     }
+
+
+def format_interval(value: dict | None, signed: bool = False) -> str:
+    """An `interval_to_dict` as "0.7123 [0.7001, 0.7245]" (signed: "+0.0123 [...]"); n/a without an estimate."""
+    if not value or value["estimate"] is None:  # no AUC without both classes (JSON null)
+        return "n/a"
+    sign = "+" if signed else ""
+    return f"{value['estimate']:{sign}.4f} [{value['low']:{sign}.4f}, {value['high']:{sign}.4f}]"

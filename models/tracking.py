@@ -33,6 +33,8 @@ from models.train import Predictions
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+TRAINED_THROUGH_TAG = "lineage.trained_through"
+
 
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
@@ -92,6 +94,10 @@ class RunLogger:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=step)
 
+    def log_trained_through(self, seconds: int) -> None:
+        """The newest row the logged model trained or validated on (tag TRAINED_THROUGH_TAG, epoch seconds)."""
+        mlflow.set_tag(TRAINED_THROUGH_TAG, str(seconds))
+
     def log_search(self, search: list[dict]) -> None:
         """A hyper-parameter search: every setting tried (per fold, for a baseline) with its validation AUC."""
         if search:
@@ -115,8 +121,9 @@ class RunLogger:
         example: pa.RecordBatch,
         lineage: Lineage,
         prior_stats: PriorStats | None = None,
-    ) -> None:
-        """The model (`save_model`), its vocabulary and item vectors, what a server needs to bucket similarities
+    ) -> str:
+        """Log and register the model (`save_model`); return its registered version. With it: its
+        vocabulary and item vectors, what a server needs to bucket similarities
         as the training samples were (meta.json: bucket edges, history length, item-vector versions),
         and for a model with context features the users' and items' statistics (prior_stats.npz).
         The signature asks for `request_columns` only: what a server has for a request."""
@@ -141,13 +148,13 @@ class RunLogger:
                     }
                 )
             )
-            frame = _widened(example.select(request_columns(spec.architecture.modalities, prior_stats is not None)))
+            frame = request_frame(example.select(request_columns(spec.architecture.modalities, prior_stats is not None)))
             wrapper = SamplesModel()
             wrapper.load_context_from(folder)
             signature = mlflow.models.infer_signature(frame, wrapper.predict(None, frame))
             # no code_paths: a copy of models/ would shadow the installed package in a server while the
             # dmf_features it imports stays the installed one; the model's files need no particular code
-            mlflow.pyfunc.log_model(
+            info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                 artifacts={"folder": str(folder)},
@@ -155,6 +162,7 @@ class RunLogger:
                 input_example=frame,
                 registered_model_name=spec.name,
             )
+        return str(info.registered_model_version)
 
 
 def save_model(model: torch.nn.Module, folder: Path) -> None:
@@ -212,9 +220,9 @@ class SamplesModel(mlflow.pyfunc.PythonModel):
             return torch.sigmoid(self.model(batch)).numpy()
 
 
-def _widened(records: pa.RecordBatch) -> pd.DataFrame:
-    """The example as float64 / int64 (arrays too): JSON requests arrive as doubles and longs, and
-    the signature must accept them."""
+def request_frame(records: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    """Rows as a pyfunc request: float64 / int64 (arrays too), as JSON requests arrive and the logged
+    signature expects, and naive UTC times."""
     frame = records.to_pandas()
     for field in records.schema:
         if pa.types.is_timestamp(field.type) and field.type.tz:  # MLflow signatures take naive datetimes (UTC)

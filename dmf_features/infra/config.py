@@ -241,6 +241,15 @@ class QualityConfig(_Section):
     results_dir: Path = Field(Path("reports/validation"), description="JSON results, one file per run")
 
 
+class PromotionConfig(_Section):
+    """The gate a trained model passes before it becomes the registered model's champion (training DAG, `dmf promote`)."""
+
+    model: str = Field("dmf", description="the conf/train spec that is trained and gated (also its registered model name)")
+    alias: str = Field("champion", description="the registered model alias that serving and `dmf recommend` follow")
+    min_auc_gain: float = Field(0.0, ge=0, description="the candidate's AUC must exceed the champion's by more than this")
+    min_rows: int = Field(1000, ge=1, description="fewest rows unseen by both models that a comparison needs")
+
+
 class Config(_Section):
     root: Path = Field(Path("."), description="base for relative paths, relative to this file's folder")
     spark: SparkConfig = SparkConfig()
@@ -252,6 +261,7 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     quality: QualityConfig = QualityConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    promotion: PromotionConfig = PromotionConfig()
     source_file: Path | None = Field(None, exclude=True)
 
 

@@ -53,9 +53,27 @@ def events_suite(ingest: IngestConfig) -> gx.ExpectationSuite:
     )
 
 
+def samples_suite(ingest: IngestConfig) -> gx.ExpectationSuite:
+    """Samples: one row per sample id, the columns the trainer splits and joins on, 0/1 labels and
+    histories within their length (the daily DAG's gate before training sees a new version)."""
+    (key,) = schemas.SAMPLES.keys
+    return gx.ExpectationSuite(
+        name=schemas.SAMPLES.name,
+        expectations=[
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in (key, "user_id", "item_id", "event_time", "date")),
+            gxe.ExpectColumnValuesToBeUnique(column=key),
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+            gxe.ExpectColumnValuesToBeBetween(column="hist_len", min_value=0),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="long_len", column_B="hist_len", or_equal=True),
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        ],
+    )
+
+
 SUITES: dict[str, SuiteBuilder] = {
     schemas.ITEMS.name: items_suite,
     schemas.EVENTS.name: events_suite,
+    schemas.SAMPLES.name: samples_suite,
 }
 
 
