@@ -9,7 +9,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 export SPARK_LOCAL_IP := 127.0.0.1
 export SPARK_CONF_DIR := $(CURDIR)/dmf_features/infra/spark_conf
 
-.PHONY: demo test setup bench ui lake clean
+.PHONY: demo test setup bench ui airflow lake clean
 
 setup: $(STAMP)
 
@@ -37,11 +37,16 @@ bench: $(STAMP)
 
 ## ui: browse MLflow runs (SQLite backend in the project folder)
 ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+## airflow: Airflow 3 (API server + UI, scheduler, DAG processor, triggerer) on 127.0.0.1:8080 with the DAGs in dags/,
+## AIRFLOW_HOME in airflow-home/; prints the login; Ctrl-C stops it. Another shell: eval "$$(.venv/bin/dmf airflow env)"
+airflow: $(STAMP)
+	dmf airflow start --config $(CONFIG)
 
 ## lake: list the lake's tables with versions, files and rows
 lake: $(STAMP)
 	dmf lake list --config $(CONFIG)
 
 clean:
-	rm -rf lake reports data mlflow.db mlruns spark-warehouse
+	rm -rf lake reports data mlflow.db mlruns spark-warehouse airflow-home

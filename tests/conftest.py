@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from dmf_features.infra.config import LakeConfig, SparkConfig
 from dmf_features.infra.lake import Lake
 from dmf_features.infra.spark import get_spark
+
+# Airflow reads its home when it is first imported: in-process Airflow (DagBag, hooks) gets a fresh,
+# throwaway one per test run, never the developer's. Tests that run Airflow commands make their own.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="dmf-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 
 TEST_SPARK = SparkConfig(master="local[2]", shuffle_partitions=4, driver_memory="2g", conf={"spark.ui.enabled": "false"})
 

@@ -29,9 +29,10 @@ def processing_day(
             raise ValueError(f"param date={requested!r} is not a day: give it as YYYY-MM-DD, e.g. 2018-09-24") from None
     if run_type in INTERVAL_RUN_TYPES and data_interval_start is not None:
         return _utc(data_interval_start).date()
-    if logical_date is not None:
+    last_complete = _utc(run_after).date() - dt.timedelta(days=1)
+    if logical_date is not None and _utc(logical_date).date() <= last_complete:
         return _utc(logical_date).date()
-    return _utc(run_after).date() - dt.timedelta(days=1)
+    return last_complete
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
