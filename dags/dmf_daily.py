@@ -14,8 +14,9 @@ stage replaces only its day, so re-running a day or a backfill changes nothing t
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
 
+from dmf_features.orchestration.arguments import STAGES
 from dmf_features.orchestration.dag_parts import DEFAULT_ARGS, config_params, plan_run, spark_stage
 
 with DAG(
@@ -38,41 +39,4 @@ with DAG(
     ),
 ) as dag:
     plan = plan_run.override(doc_md="Validate the config and the Spark connection; decide the run's day.")(daily=True)
-    ingest = spark_stage(
-        "ingest",
-        "ingest",
-        plan,
-        outlets=("items", "events"),
-        doc_md="`dmf ingest --date DAY`: merge the catalogue into `items`, replace DAY's partition of `events`, "
-        "quarantine bad records with their reasons.",
-    )
-    validate_inputs = spark_stage(
-        "validate_inputs",
-        "validate",
-        plan,
-        doc_md="Great Expectations gates on `items` and `events`; fails the run before anything reads bad data.",
-    )
-    embed = spark_stage(
-        "embed",
-        "embed_items",
-        plan,
-        outlets=("item_embeddings",),
-        doc_md="`dmf embed`: embed new or changed items only (titles, posters, fused) and rebuild the nearest-item index.",
-    )
-    build_features = spark_stage(
-        "build_features",
-        "build_features",
-        plan,
-        outlets=("user_sequences",),
-        doc_md="`dmf features --date DAY`: replace DAY's `samples` (point-in-time histories and DMF similarity "
-        "features) and merge `user_sequences`.",
-    )
-    validate_samples = spark_stage(
-        "validate_samples",
-        "validate",
-        plan,
-        outlets=("samples",),
-        doc_md="Gate on `samples`. The `samples` asset event is emitted here, after the audit "
-        "(write-audit-publish), so that the training DAG only ever starts on samples that passed it.",
-    )
-    plan >> ingest >> validate_inputs >> embed >> build_features >> validate_samples
+    chain(plan, *(spark_stage(task_id, plan) for task_id in STAGES))

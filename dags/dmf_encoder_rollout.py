@@ -14,7 +14,7 @@ a second candidate on them."""
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, chain
 
 from dmf_features.orchestration.dag_parts import DEFAULT_ARGS, config_params, plan_run, spark_stage, train_and_gate
 
@@ -31,21 +31,5 @@ with DAG(
     params=config_params(),
 ) as dag:
     plan = plan_run.override(doc_md="Validate the config (with the new encoder) and the Spark connection.")(daily=False)
-    embed = spark_stage(
-        "embed",
-        "embed_items",
-        plan,
-        outlets=("item_embeddings",),
-        doc_md="`dmf embed` with the new encoder: every item lacks the new version, so every item is embedded; "
-        "the old version's vectors are kept.",
-    )
-    build_features = spark_stage(
-        "build_features",
-        "build_features",
-        plan,
-        outlets=("user_sequences",),
-        doc_md="`dmf features` over every day: samples and user_sequences from the new version's vectors.",
-    )
-    validate_samples = spark_stage("validate_samples", "validate", plan, doc_md="Gate on the rebuilt `samples`.")
-    plan >> embed >> build_features >> validate_samples
-    validate_samples >> train_and_gate(plan)
+    stages = [spark_stage("embed", plan), spark_stage("build_features", plan), spark_stage("validate_samples", plan, outlets=())]
+    chain(plan, *stages, train_and_gate(plan))

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-# task id -> (extra arguments, whether the stage is limited to the run's day)
-STAGE_ARGUMENTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "ingest": ((), True),
-    "validate_inputs": (("--table", "items", "--table", "events"), False),
-    "embed": ((), False),
-    "build_features": ((), True),
-    "validate_samples": (("--table", "samples"), False),
+
+@dataclass(frozen=True)
+class Stage:
+    job: str  # jobs/<job>.py
+    extra: tuple[str, ...] = ()
+    dated: bool = False  # limited to the run's day, when the run has one
+
+
+# task id -> its job: the Spark stages of the daily pipeline, in order (the roll-out uses a subset)
+STAGES: dict[str, Stage] = {
+    "ingest": Stage("ingest", dated=True),
+    "validate_inputs": Stage("validate", ("--table", "items", "--table", "events")),
+    "embed": Stage("embed_items"),
+    "build_features": Stage("build_features", dated=True),
+    "validate_samples": Stage("validate", ("--table", "samples")),
 }
 
 
@@ -20,8 +29,8 @@ def job_arguments(config: str, overrides: Sequence[str], day: dt.date | None) ->
     """Arguments per task id; without a day (an encoder roll-out) the dated stages cover every day."""
     common = ["--config", config, *(arg for item in overrides for arg in ("--set", item))]
     return {
-        task_id: [*common, *extra, *(("--date", day.isoformat()) if dated and day else ())]
-        for task_id, (extra, dated) in STAGE_ARGUMENTS.items()
+        task_id: [*common, *stage.extra, *(("--date", day.isoformat()) if stage.dated and day else ())]
+        for task_id, stage in STAGES.items()
     }
 
 

@@ -10,6 +10,7 @@ import os
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, XComArg, get_current_context, task
 
+from dmf_features.orchestration.arguments import STAGES
 from dmf_features.orchestration.environment import PROJECT_ROOT, SPARK_CONN_ID, SPARK_POOL
 
 # One asset per Delta table (names as in dmf_features.schemas, checked by a test): task outlets show
@@ -65,18 +66,40 @@ def plan_run(daily: bool = True, spark: bool = True) -> dict:
     return plan_output(params, day, cfg.spark.driver_memory)
 
 
-def spark_stage(task_id: str, job: str, plan: XComArg, outlets: tuple[str, ...] = (), doc_md: str = "") -> SparkSubmitOperator:
-    """`spark-submit jobs/<job>.py` with the plan's arguments, in the shared Spark pool."""
+# what each Spark stage updates (asset events) and says about itself in the UI
+STAGE_OUTLETS = {
+    "ingest": ("items", "events"),
+    "embed": ("item_embeddings",),
+    "build_features": ("user_sequences",),
+    # `samples` is published after its gate (write-audit-publish): dmf_training starts only on validated samples
+    "validate_samples": ("samples",),
+}
+STAGE_DOCS = {
+    "ingest": "`dmf ingest --date DAY`: merge the catalogue into `items`, replace DAY's partition of `events`, "
+    "quarantine bad records with their reasons.",
+    "validate_inputs": "Great Expectations gates on `items` and `events`: the run stops before anything reads bad data.",
+    "embed": "`dmf embed`: embed the items that lack vectors of the configured encoder versions (new or changed "
+    "items; every item for a new version, beside the old one's) and rebuild the nearest-item index.",
+    "build_features": "`dmf features [--date DAY]`: replace the run's day of `samples` (every day in a roll-out): "
+    "point-in-time histories and DMF similarity features; merge `user_sequences`.",
+    "validate_samples": "Gate on `samples`; the `dmf.samples` asset event (which starts dmf_training) is emitted "
+    "here, after the gate, in the daily DAG.",
+}
+
+
+def spark_stage(task_id: str, plan: XComArg, outlets: tuple[str, ...] | None = None) -> SparkSubmitOperator:
+    """`spark-submit jobs/<job>.py` with the plan's arguments for `task_id` (a key of
+    `arguments.STAGES`), in the shared Spark pool; `outlets` replaces the stage's usual ones."""
     return SparkSubmitOperator(
         task_id=task_id,
-        application=str(PROJECT_ROOT / "jobs" / f"{job}.py"),
+        application=str(PROJECT_ROOT / "jobs" / f"{STAGES[task_id].job}.py"),
         application_args=plan[task_id],
         conn_id=SPARK_CONN_ID,
         conf={"spark.driver.memory": plan["driver_memory"]},  # read before the driver JVM starts
         name=f"dmf-{task_id}",
         pool=SPARK_POOL,
-        outlets=[ASSETS[name] for name in outlets],
-        doc_md=doc_md,
+        outlets=[ASSETS[name] for name in (STAGE_OUTLETS.get(task_id, ()) if outlets is None else outlets)],
+        doc_md=STAGE_DOCS[task_id],
     )
 
 

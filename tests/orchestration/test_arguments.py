@@ -1,6 +1,6 @@
 import datetime as dt
 
-from dmf_features.orchestration.arguments import STAGE_ARGUMENTS, job_arguments, plan_output
+from dmf_features.orchestration.arguments import STAGES, job_arguments, plan_output
 
 
 def test_dated_stages_get_the_day_and_every_stage_the_config_and_overrides():
@@ -16,7 +16,7 @@ def test_dated_stages_get_the_day_and_every_stage_the_config_and_overrides():
 def test_without_a_day_every_stage_covers_all_days():
     args = job_arguments("/c.yaml", [], None)
     assert all("--date" not in a for a in args.values())
-    assert set(args) == set(STAGE_ARGUMENTS)
+    assert set(args) == set(STAGES)
 
 
 def test_the_plan_is_json_ready():
