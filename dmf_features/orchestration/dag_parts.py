@@ -9,6 +9,7 @@ import os
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, XComArg, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from dmf_features.orchestration.arguments import STAGES
 from dmf_features.orchestration.environment import PROJECT_ROOT, SPARK_CONN_ID, SPARK_POOL
@@ -50,19 +51,23 @@ def plan_run(daily: bool = True, spark: bool = True) -> dict:
 
     context = get_current_context()
     params, run = context["params"], context["dag_run"]
-    cfg = load_config(params["config"], params["overrides"])
-    # what the provider will pass to --master (it silently falls back to yarn without a connection)
-    master = SparkSubmitHook(conn_id=SPARK_CONN_ID)._connection["master"] if spark else cfg.spark.master
-    if master != cfg.spark.master:
-        raise ValueError(
-            f"connection {SPARK_CONN_ID} submits to {master!r} but {params['config']} sets spark.master={cfg.spark.master!r}: "
-            f"set AIRFLOW_CONN_{SPARK_CONN_ID.upper()} from the config (`dmf airflow env` prints it)"
-        )
-    day = None
-    if daily:
-        run_type = str(getattr(run.run_type, "value", run.run_type))
-        day = processing_day(run_type, run.data_interval_start, run.logical_date, run.run_after, params.get("date"))
-        print(f"{run_type} run {run.run_id}: processing {day} (UTC)")
+    try:  # a wrong setting is not fixed by a retry: fail the run at once, saying what to change
+        cfg = load_config(params["config"], params["overrides"])
+        # what the provider will pass to --master (it silently falls back to yarn without a connection)
+        master = SparkSubmitHook(conn_id=SPARK_CONN_ID)._connection["master"] if spark else cfg.spark.master
+        if master != cfg.spark.master:
+            raise ValueError(
+                f"connection {SPARK_CONN_ID} submits to {master!r} but {params['config']} sets "
+                f"spark.master={cfg.spark.master!r}: set AIRFLOW_CONN_{SPARK_CONN_ID.upper()} from the config "
+                "(`dmf airflow env` prints it)"
+            )
+        day = None
+        if daily:
+            run_type = str(getattr(run.run_type, "value", run.run_type))
+            day = processing_day(run_type, run.data_interval_start, run.logical_date, run.run_after, params.get("date"))
+            print(f"{run_type} run {run.run_id}: processing {day} (UTC)")
+    except ValueError as e:  # ConfigError is one
+        raise AirflowFailException(str(e)) from e
     return plan_output(params, day, cfg.spark.driver_memory)
 
 

@@ -111,8 +111,14 @@ class Services:
 
 def serve(env: dict[str, str], say: Callable[[str], None] = print) -> int:
     """`dmf airflow start`: prepare, start every service, print where and how to log in, and keep them
-    running until Ctrl-C (or until one of them dies), then stop them all."""
+    running until Ctrl-C or SIGTERM (or until one of them dies), then stop them all."""
     prepare(env)
+
+    def interrupt(signum, frame):  # also when started in the background, where SIGINT is ignored
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     services = Services(env).start()
     try:
         services.wait_until_healthy()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,12 @@ def test_manual_runs_process_the_day_they_name_or_the_last_complete_one(tmp_path
     with pytest.raises(RuntimeError, match=r"Invalid input for param date: '24/09/2018' does not match"):
         airflow(deployment.env, "dags", "test", "dmf_daily", "--conf", json.dumps({"date": "24/09/2018"}), *only_plan)
 
+    # without the connection the provider would submit to YARN: plan_run stops the run first, without retrying
+    no_connection = {k: v for k, v in deployment.env.items() if k != "AIRFLOW_CONN_SPARK_DEFAULT"}
+    output = _output(no_connection, "dags", "test", "dmf_daily", "2021-06-01", *only_plan)
+    assert "connection spark_default submits to 'yarn' but" in output and "spark.master='local[2]'" in output
+    assert "DagRun failed" in output and "up_for_retry" not in output
+
 
 def test_backfill_twice_then_a_manual_day_then_training_promotes_then_refuses(tmp_path):
     """One deployment through its life: a backfill of two of three days, the same backfill again (nothing
@@ -168,6 +176,12 @@ def _backfill(deployment: Deployment, start: dt.date, end: dt.date, *options: st
             return
         time.sleep(5)
     raise TimeoutError(f"the backfill of {start}..{end} did not finish in {timeout:.0f} s: {_runs(deployment)}")
+
+
+def _output(env: dict[str, str], *args: str) -> str:
+    """An `airflow` command's whole output, whatever its exit code."""
+    result = subprocess.run(["airflow", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    return result.stdout + result.stderr
 
 
 def _runs(deployment: Deployment) -> list[dict]:
