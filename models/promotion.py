@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dmf_features.schemas import MODALITIES
 from models.baselines import smoothed_item_means
@@ -45,6 +46,7 @@ class Decision:
     users: int = 0
     auc: dict[str, dict] = field(default_factory=dict)  # model -> {"estimate", "low", "high"}
     differences: dict[str, dict] = field(default_factory=dict)  # candidate minus model -> interval
+    note: str = ""  # how the comparison was made, when not the usual way
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -58,6 +60,8 @@ class Decision:
         lines = [f"{self.model} version {self.candidate_version}: {verdict} ({self.reason})"]
         if self.rows:
             lines.append(f"  compared on {self.rows:,} rows of {self.users:,} users that neither model trained on:")
+            if self.note:
+                lines.append(f"  ({self.note})")
             for name, interval in self.auc.items():
                 diff = self.differences.get(name)
                 versus = f"   candidate minus this: {format_interval(diff, signed=True)}" if diff else ""
@@ -127,12 +131,21 @@ def decide(cfg: Config, client: MlflowClient, version: str | None = None) -> Dec
     if champion is not None:
         runs[CHAMPION] = client.get_run(champion.run_id)
     cutoff = max(int(run.data.tags.get(TRAINED_THROUGH_TAG, 0)) for run in runs.values())
-    samples = PinnedTable.open(
-        f"{cfg.lake.uri.rstrip('/')}/samples",
-        int(runs[CANDIDATE].data.tags["lineage.samples_version"]),
-        dict(cfg.lake.storage_options) or None,
-    )
-    rows = _rows_after(samples, cutoff)
+
+    def samples_of(run) -> PinnedTable:
+        uri = f"{cfg.lake.uri.rstrip('/')}/samples"
+        return PinnedTable.open(uri, int(run.data.tags["lineage.samples_version"]), dict(cfg.lake.storage_options) or None)
+
+    samples = samples_of(runs[CANDIDATE])
+    rows = champion_rows = _rows_after(samples, cutoff)
+    if champion is not None and _item_vectors(runs[CHAMPION]) != _item_vectors(runs[CANDIDATE]):
+        # other encoder versions (a roll-out): the champion's similarity features are those of its own
+        # samples version, so each model is scored on the rows both versions hold, with its own features
+        rows, champion_rows = common_rows(rows, _rows_after(samples_of(runs[CHAMPION]), cutoff))
+        verdict["note"] = (
+            f"the champion was trained on other item vectors ({_item_vectors(runs[CHAMPION])}): it is scored "
+            f"on the same events with the features of its own samples v{runs[CHAMPION].data.tags['lineage.samples_version']}"
+        )
     if rows.num_rows < gate.min_rows:
         return Decision(
             False,
@@ -147,7 +160,7 @@ def decide(cfg: Config, client: MlflowClient, version: str | None = None) -> Dec
     earlier = index.seconds <= cutoff
     scores = {CANDIDATE: _pyfunc_scores(f"models:/{name}/{version}", rows)}
     if champion is not None:
-        scores[CHAMPION] = _pyfunc_scores(f"models:/{name}/{champion.version}", rows)
+        scores[CHAMPION] = _pyfunc_scores(f"models:/{name}/{champion.version}", champion_rows)
     scores[ITEM_MEAN] = smoothed_item_means(index.item_ids[earlier], index.labels[earlier], items)
     result = to_json_ready(
         bootstrap_metrics(
@@ -185,13 +198,34 @@ def decide(cfg: Config, client: MlflowClient, version: str | None = None) -> Dec
 def _rows_after(samples: PinnedTable, cutoff: int) -> pa.Table:
     """The rows (every model input column) with an event time after `cutoff` (epoch seconds)."""
     parts = []
-    for records in samples.batches(sample_columns(MODALITIES), 65_536):
+    columns = ["sample_id", *(c for c in sample_columns(MODALITIES) if c != "sample_id")]
+    for records in samples.batches(columns, 65_536):
         keep = epoch_seconds(records.column("event_time")) > cutoff
         if keep.any():
             parts.append(records.filter(pa.array(keep)))
     if not parts:
-        return pa.table({c: pa.array([], pa.int64()) for c in ("user_id", "item_id", "label")})
+        return pa.table(
+            {"sample_id": pa.array([], pa.string()), **{c: pa.array([], pa.int64()) for c in ("user_id", "item_id", "label")}}
+        )
     return pa.Table.from_batches(parts)
+
+
+def common_rows(candidate: pa.Table, champion: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The rows of both tables whose sample ids both hold, each ordered by sample id (so aligned row by row)."""
+    shared = pc.unique(
+        candidate.column("sample_id").filter(pc.is_in(candidate.column("sample_id"), value_set=champion.column("sample_id")))
+    )
+
+    def aligned(table: pa.Table) -> pa.Table:
+        return table.filter(pc.is_in(table.column("sample_id"), value_set=shared)).sort_by("sample_id")
+
+    return aligned(candidate), aligned(champion)
+
+
+def _item_vectors(run) -> dict[str, str]:
+    """The item-vector versions a run's samples were built from (its lineage tags)."""
+    prefix = "lineage.item_vectors."
+    return {k[len(prefix) :]: v for k, v in run.data.tags.items() if k.startswith(prefix)}
 
 
 def _pyfunc_scores(model_uri: str, rows: pa.Table) -> np.ndarray:
