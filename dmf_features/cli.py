@@ -485,11 +485,10 @@ def _default_version(model: str, alias: str) -> str:
 def _promote(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from models.promotion import evaluate_candidate, promote
 
-    overrides = list(args.overrides)
-    decision = evaluate_candidate(args.config, overrides, args.version)
+    decision = evaluate_candidate(cfg, args.version)
     print(decision.render(), flush=True)
     if decision.promote:
-        promote(args.config, overrides, decision)
+        promote(cfg, decision)
     return 0
 
 

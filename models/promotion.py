@@ -69,13 +69,11 @@ class Decision:
         return "\n".join(lines)
 
 
-def train_candidate(config_path: str, overrides: list[str] | tuple[str, ...] = (), seed: int = 0) -> dict:
+def train_candidate(cfg: Config, seed: int = 0) -> dict:
     """Train and register the config's promotion model on the latest samples: {"run_id", "version"}."""
-    from dmf_features.infra.config import load_config
     from models.config import load_model_spec
     from models.experiment import open_training, train_run
 
-    cfg = load_config(config_path, list(overrides))
     evaluation, tracker = open_training(cfg)
     result = train_run(load_model_spec(cfg.promotion.model), seed, evaluation, tracker)
     print(
@@ -85,25 +83,20 @@ def train_candidate(config_path: str, overrides: list[str] | tuple[str, ...] = (
     return {"run_id": result.run_id, "version": result.model_version}
 
 
-def evaluate_candidate(config_path: str, overrides: list[str] | tuple[str, ...], version: str | None = None) -> Decision:
+def evaluate_candidate(cfg: Config, version: str | None = None) -> Decision:
     """Compare registered `version` (default: the newest) with the champion and the item mean; record
     the decision on its run and model version. Promoting is `promote`'s job."""
-    from dmf_features.infra.config import load_config
-
-    cfg = load_config(config_path, list(overrides))
     client = _client(cfg)
     decision = decide(cfg, client, version)
     _record(client, decision)
     return decision
 
 
-def promote(config_path: str, overrides: list[str] | tuple[str, ...], decision: Decision) -> None:
+def promote(cfg: Config, decision: Decision) -> None:
     """Point the alias at the candidate of an accepted decision."""
-    from dmf_features.infra.config import load_config
-
     if not decision.promote:
         raise ValueError(f"version {decision.candidate_version} was refused: {decision.reason}")
-    client = _client(load_config(config_path, list(overrides)))
+    client = _client(cfg)
     client.set_registered_model_alias(decision.model, decision.alias, decision.candidate_version)
     print(f"{decision.model}@{decision.alias} is now version {decision.candidate_version}")
 

@@ -118,13 +118,13 @@ def train_and_gate(plan: XComArg) -> XComArg:
     def train_candidate(plan: dict) -> dict:
         from models.promotion import train_candidate
 
-        return train_candidate(plan["config"], plan["overrides"])
+        return train_candidate(_config(plan))
 
     @task.branch(doc_md="Score the candidate, the champion and the item mean on the same unseen rows; decide.")
     def evaluate_candidate(plan: dict, candidate: dict) -> str:
         from models.promotion import evaluate_candidate
 
-        decision = evaluate_candidate(plan["config"], plan["overrides"], candidate["version"])
+        decision = evaluate_candidate(_config(plan), candidate["version"])
         print(decision.render())
         get_current_context()["ti"].xcom_push(key="decision", value=decision.to_json())
         return "promote_champion" if decision.promote else "keep_champion"
@@ -134,7 +134,7 @@ def train_and_gate(plan: XComArg) -> XComArg:
         from models.promotion import Decision, promote
 
         decision = Decision.from_json(get_current_context()["ti"].xcom_pull(task_ids="evaluate_candidate", key="decision"))
-        promote(plan["config"], plan["overrides"], decision)
+        promote(_config(plan), decision)
 
     @task(doc_md="The gate refused the candidate: keep the champion; the reason is logged here and on the MLflow run.")
     def keep_champion(plan: dict) -> None:
@@ -146,3 +146,10 @@ def train_and_gate(plan: XComArg) -> XComArg:
     candidate = train_candidate(plan)
     evaluate_candidate(plan, candidate) >> [promote_champion(plan), keep_champion(plan)]
     return candidate
+
+
+def _config(plan: dict):
+    """The run's config, as `plan_run` validated it (XComs carry the path and overrides, not the object)."""
+    from dmf_features.infra.config import load_config
+
+    return load_config(plan["config"], plan["overrides"])
