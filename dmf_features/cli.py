@@ -202,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
         "candidate's MLflow run and model version. The training DAG runs the same gate.",
     )
     promote.add_argument("--version", help="the candidate's registered version (default: the newest)")
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check that this machine can run the pipeline: Java, Spark, lake, encoders, MLflow, Airflow",
+        description="Check the set-up the config describes, one line per check (OK, PROBLEM or SKIPPED) and for each "
+        "problem what is wrong and how to fix it: Java 17 or 21; Spark (a local session runs a job on Python workers, "
+        "a standalone master accepts connections; YARN and Kubernetes are skipped); the lake (each table's version "
+        "and rows); the text and image encoders load offline and embed an item; the MLflow store answers (the "
+        "experiment, the promotion model and its champion); Airflow parses the DAG folder (skipped when not "
+        "installed). Each check has a deadline. Exits 1 when any check finds a problem.",
+    )
 
     airflow = commands.add_parser(
         "airflow",
@@ -264,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         (similar, _similar),
         (recommend, _recommend),
         (promote, _promote),
+        (doctor, _doctor),
     ):
         command.set_defaults(func=func)
     return parser
@@ -490,6 +502,13 @@ def _promote(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     if decision.promote:
         promote(cfg, decision)
     return 0
+
+
+def _doctor(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.doctor import diagnose, exit_code
+
+    progress(f"dmf doctor: checking the set-up of {cfg.source_file}")
+    return exit_code(diagnose(cfg))
 
 
 def _airflow_environment(args: argparse.Namespace, cfg: Config) -> dict[str, str]:

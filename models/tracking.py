@@ -4,12 +4,15 @@ metrics, system metrics, ROC and calibration plots, a results table, and the mod
 
 A logged model is data, not pickled code: its weights (a state dict) and the JSON of its kind and
 `ModelConfig`, so that moving or renaming a module cannot break a registered model and loading
-unpickles nothing but tensors. The pyfunc wrapper, `SamplesModel`, holds no state; MLflow pickles it
-by reference, so a server imports it (and the model classes) from the installed project."""
+unpickles nothing but tensors (a weights file holding anything else is refused). The pyfunc wrapper,
+`SamplesModel`, holds no state; MLflow builds it from code (`pyfunc_entry.py`), never from a pickle,
+so a server imports it (and the model classes) from the installed project."""
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from dmf_features.infra.errors import PipelineError
 from dmf_features.schemas import Lineage
 from models.config import MODEL_CLASSES, ModelSpec
 from models.data import ItemVectorTable, Vocabulary, sample_columns, to_batch
@@ -34,6 +38,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 TRAINED_THROUGH_TAG = "lineage.trained_through"
+
+
+class UnsafeModelError(PipelineError):
+    """A model's weights file holds more than tensors: loading it could run code, so it is refused."""
 
 
 class Tracker:
@@ -181,7 +189,18 @@ def load_model(folder: Path) -> torch.nn.Module:
         )
     saved = json.loads((folder / "model.json").read_text())
     model = MODEL_CLASSES[saved["kind"]](ModelConfig.model_validate(saved["config"]))
-    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    weights = folder / "weights.pt"
+    try:
+        state = torch.load(weights, weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message suggests weights_only=False: exactly what must not be done
+        called = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = f"it calls {called[1]}" if called else "not a state dict"
+        raise UnsafeModelError(
+            f"{weights} was refused: it holds more than tensors ({found}), so loading it could run code. "
+            "`save_model` never writes such a file: it was replaced or altered. "
+            "Do not load it otherwise; train the model again (`dmf train`)."
+        ) from None
+    model.load_state_dict(state)
     return model.eval()
 
 

@@ -112,6 +112,14 @@ class IngestConfig(_Section):
     max_event_time: dt.datetime | None = Field(None, description="default: the time the job runs")
     max_image_bytes: int = Field(20_000_000, ge=1, description="larger poster files are not read")
     strict: bool = Field(False, description="fail instead of quarantining bad rows")
+    max_quarantined_share: float = Field(
+        0.05, ge=0, le=1, description="fail, writing nothing, when more of an input's records than this would be quarantined"
+    )
+    share_min_records: int = Field(
+        20, ge=1, description="smaller inputs are not held to max_quarantined_share (one bad line of 5 is 20%)"
+    )
+    max_record_chars: int = Field(65_536, ge=64, description="a longer CSV record is quarantined as too_long, not parsed")
+    max_record_lines: int = Field(50, ge=2, description="a quoted field may span at most this many lines")
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> IngestConfig:

@@ -17,7 +17,10 @@ from dmf_features.ingest.sources.lines import truncated
 from dmf_features.schemas import QUARANTINE
 
 UNPARSEABLE = "unparseable_line"
+TOO_LONG = "too_long"
+INVALID_ENCODING = "invalid_encoding"
 NULL_KEY = "null_key"
+MISSING_VALUE = "missing_value"
 UNKNOWN_ITEM = "unknown_item"
 DUPLICATE_EVENT = "duplicate_event"
 DUPLICATE_ITEM = "duplicate_item"

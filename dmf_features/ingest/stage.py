@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dmf_features.infra.config import Config
+from dmf_features.infra.config import Config, IngestConfig
 from dmf_features.infra.dates import DateScope
 from dmf_features.infra.errors import PipelineError
 from dmf_features.infra.lake import CommitResult, Lake
@@ -44,6 +44,14 @@ class InputCount:
     @property
     def balanced(self) -> bool:
         return self.rows_in == self.kept + sum(self.quarantined.values()) + self.other_dates
+
+    @property
+    def in_scope(self) -> int:
+        return self.rows_in - self.other_dates
+
+    @property
+    def quarantined_share(self) -> float:
+        return sum(self.quarantined.values()) / self.in_scope if self.in_scope else 0.0
 
 
 @dataclass
@@ -85,12 +93,12 @@ def ingest(
     progress(f"reading the {files.name} source in {files.ratings.parent} ({scope})")
     max_time = cfg.ingest.max_event_time or dt.datetime.now(dt.UTC)
 
-    movies = _persist(ml.parse_movies(spark, files))
+    movies = _persist(ml.parse_movies(spark, files, cfg.ingest))
     known = q.kept(movies.records).select("item_id")
     inputs = [movies]
     items = q.kept(movies.records).drop("line_no")
     if files.tags is not None:
-        tags, tag_lines = ml.parse_tags(spark, files, known)
+        tags, tag_lines = ml.parse_tags(spark, files, known, cfg.ingest)
         inputs.append(_persist(tag_lines))
         items = items.join(tags, "item_id", "left")
     else:
@@ -121,6 +129,7 @@ def ingest(
     rejected = {c.name: c.quarantined for c in counts if c.quarantined}
     if cfg.ingest.strict and rejected:
         raise IngestError(f"strict mode: bad records, nothing written: {rejected}\nexamples:\n{_examples(inputs)}")
+    _check_quarantined_share(counts, inputs, cfg.ingest)
 
     progress("writing items")
     commits = [lake.merge(_finish_items(items, files.name), ITEMS.name, ITEMS.keys, description="item catalogue")]
@@ -209,11 +218,34 @@ def _count(classified: q.Classified) -> InputCount:
     return InputCount(classified.input, classified.rows_in, kept, dict(sorted(bad.items())), other)
 
 
-def _examples(inputs: list[q.Classified], per_input: int = 3) -> str:
+def _check_quarantined_share(counts: list[InputCount], inputs: list[q.Classified], cfg: IngestConfig) -> None:
+    """A source this dirty is more likely read wrongly (another delimiter or encoding, a shifted
+    column) than bad record by record: stop before writing, with the reasons and examples."""
+    dirty = [c for c in counts if c.in_scope >= cfg.share_min_records and c.quarantined_share > cfg.max_quarantined_share]
+    if not dirty:
+        return
+    lines = [
+        f"  {c.name}: {sum(c.quarantined.values()):,} of {c.in_scope:,} records ({c.quarantined_share:.1%}), {c.quarantined}"
+        for c in dirty
+    ]
+    names = {c.name for c in dirty}
+    raise IngestError(
+        f"more than ingest.max_quarantined_share ({cfg.max_quarantined_share:.1%}) of an input would be quarantined; "
+        "nothing written:\n"
+        + "\n".join(lines)
+        + "\nexamples:\n"
+        + _examples([c for c in inputs if c.input in names])
+        + "\nfix the input, or raise ingest.max_quarantined_share if this much bad data is expected"
+    )
+
+
+def _examples(inputs: list[q.Classified]) -> str:
+    """One rejected record of each reason per input (the one with the smallest id)."""
     rows = []
     for c in inputs:
-        for r in c.in_scope.where("reason is not null").select("record_id", "reason", "detail").limit(per_input).collect():
-            rows.append(f"  {r.record_id}: {r.reason}: {r.detail}")
+        first = F.min_by(F.struct("record_id", "detail"), "record_id")
+        for r in c.in_scope.where("reason is not null").groupBy("reason").agg(first.alias("e")).orderBy("reason").collect():
+            rows.append(f"  {r.e.record_id}: {r.reason}: {r.e.detail}")
     return "\n".join(rows)
 
 

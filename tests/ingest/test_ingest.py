@@ -28,6 +28,7 @@ def cfg(tmp_path):
 spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g}}
 lake: {{uri: {tmp_path / "lake"}}}
 source: {{kind: movielens, movielens: {{path: {data}, posters: {data / "posters"}}}}}
+ingest: {{max_quarantined_share: 0.5}}  # a tiny folder full of planted bad input
 quality: {{results_dir: {tmp_path / "validation"}}}
 """)
     return load_config(config)

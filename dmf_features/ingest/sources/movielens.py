@@ -23,7 +23,7 @@ from pyspark.sql.types import StringType
 from dmf_features.infra.config import IngestConfig
 from dmf_features.infra.errors import PipelineError
 from dmf_features.ingest import quarantine as q
-from dmf_features.ingest.sources.lines import csv_fields, read_lines
+from dmf_features.ingest.sources.lines import csv_fields, invalid_utf8_at, read_records
 
 MOVIES_HEADER = "movieId,title,genres"
 RATINGS_HEADER = "userId,movieId,rating,timestamp"
@@ -55,15 +55,55 @@ class MovielensFiles:
         return cls(name, folder / "movies.csv", folder / "ratings.csv", tags if with_tags and tags.is_file() else None, posters)
 
 
-def _data_lines(spark: SparkSession, path: Path, header: str) -> tuple[DataFrame, int]:
-    """The lines after the header, with record ids, and how many there are."""
-    lines, count = read_lines(spark, str(path))
-    first = lines.where("line_no = 1").select("raw").first()
-    if first is None or first.raw.strip().lstrip("\ufeff") != header:
-        found = None if first is None else first.raw[:80]
-        raise SourceError(f"{path}: first line is {found!r}, expected the header {header!r}")
-    records = lines.where("line_no > 1").withColumn("record_id", F.concat(F.lit(f"{path.name}:"), "line_no"))
-    return records.withColumn("in_scope", F.lit(True)), count - 1
+def _data_records(spark: SparkSession, path: Path, header: str, cfg: IngestConfig) -> tuple[DataFrame, int]:
+    """The records after the header, with record ids, and how many there are. A record longer than
+    `max_record_chars` keeps its raw text for the quarantine but is parsed as null (`_parsed`)."""
+    records, count = read_records(spark, str(path), cfg.max_record_lines)
+    first = records.where("line_no = 1").select("raw").first()
+    _check_header(path, None if first is None else first.raw, header)
+    data = records.where("line_no > 1").withColumn("record_id", F.concat(F.lit(f"{path.name}:"), "line_no"))
+    bounded = F.when(F.length("raw") <= cfg.max_record_chars, F.col("raw"))
+    return data.withColumn("in_scope", F.lit(True)).withColumn("_parsed", bounded), count - 1
+
+
+def _check_header(path: Path, found: str | None, header: str) -> None:
+    """A wrong header is a structural error: nothing is read, and the message names what differs."""
+    if found is None:
+        raise SourceError(f"{path}: the file is empty; expected the header {header!r}")
+    text = found.strip().lstrip("\ufeff")
+    expected = header.split(",")
+    columns = [c.strip().strip('"') for c in text.split(",")]
+    if columns == expected:
+        return
+    for separator in (";", "\t", "|"):
+        if [c.strip().strip('"') for c in text.split(separator)] == expected:
+            raise SourceError(f"{path}: columns are separated by {separator!r}; expected commas, as in the header {header!r}")
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    problems = [f"missing column {c!r}" for c in missing] + [f"unexpected column {c!r}" for c in extra]
+    if not problems:
+        problems = [f"columns in the order {columns}"]
+    raise SourceError(f"{path}: header {text[:80]!r} has {', '.join(problems)}; expected the header {header!r}")
+
+
+def _record_checks(found: Column, header: str, cfg: IngestConfig) -> list[q.Check]:
+    """The checks every CSV record gets before its fields mean anything, in order."""
+    raw, fields = F.col("raw"), len(header.split(","))
+    return [
+        (
+            F.length(raw) > cfg.max_record_chars,
+            q.TOO_LONG,
+            F.format_string(f"%d characters, more than ingest.max_record_chars ({cfg.max_record_chars})", F.length(raw)),
+        ),
+        (
+            invalid_utf8_at(raw) > 0,
+            q.INVALID_ENCODING,
+            F.format_string(
+                "not valid UTF-8 at character %d; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)", invalid_utf8_at(raw)
+            ),
+        ),
+        (found != fields, q.UNPARSEABLE, F.format_string(f"expected {fields} fields ({header}), found %d", found)),
+    ]
 
 
 def _is_blank(c: Column) -> Column:
@@ -75,17 +115,17 @@ def _not_a_number(field: Column, typed: Column, label: str) -> q.Check:
 
 
 # ------------------------------------------------------------------------------------------ items
-def parse_movies(spark: SparkSession, files: MovielensFiles) -> q.Classified:
+def parse_movies(spark: SparkSession, files: MovielensFiles, cfg: IngestConfig) -> q.Classified:
     """Classified item records: item_id, title (year and trailing article moved), year, genres."""
-    lines, rows_in = _data_lines(spark, files.movies, MOVIES_HEADER)
-    (movie_id, title, genres), well_formed = csv_fields(F.col("raw"), 3)
+    lines, rows_in = _data_records(spark, files.movies, MOVIES_HEADER, cfg)
+    (movie_id, title, genres), found = csv_fields(F.col("_parsed"), 3)
     item_id = F.trim(movie_id).try_cast("bigint")
     df = lines.select(
         "line_no",
         "record_id",
         "raw",
         "in_scope",
-        well_formed.alias("_ok"),
+        found.alias("_found"),
         movie_id.alias("_id"),
         item_id.alias("item_id"),
         _clean_title(title).alias("title"),
@@ -95,11 +135,11 @@ def parse_movies(spark: SparkSession, files: MovielensFiles) -> q.Classified:
         .alias("genres"),
     )
     checks: list[q.Check] = [
-        (~F.col("_ok"), q.UNPARSEABLE, F.lit("expected 3 fields: movieId,title,genres")),
+        *_record_checks(F.col("_found"), MOVIES_HEADER, cfg),
         (_is_blank(F.col("_id")), q.NULL_KEY, F.lit("movieId is empty")),
         _not_a_number(F.col("_id"), F.col("item_id"), "movieId"),
     ]
-    classified = q.classify(df, checks).drop("_ok", "_id")
+    classified = q.classify(df, checks).drop("_found", "_id")
     records = q.flag_duplicates(classified, ["item_id"], "line_no", q.DUPLICATE_ITEM)
     return q.Classified(files.movies.name, "items", records, rows_in)
 
@@ -115,27 +155,29 @@ def _clean_title(title: Column) -> Column:
     return F.regexp_replace(bare, r"^(.*?), (The|A|An)( \(.*\))?$", "$2 $1$3")
 
 
-def parse_tags(spark: SparkSession, files: MovielensFiles, known_items: DataFrame) -> tuple[DataFrame, q.Classified]:
+def parse_tags(
+    spark: SparkSession, files: MovielensFiles, known_items: DataFrame, cfg: IngestConfig
+) -> tuple[DataFrame, q.Classified]:
     """(item_id, tags) with each item's distinct lower-cased tags, and the classified tag lines.
 
     Tags are a content attribute here, not behaviour: they are not point-in-time, so features that
     must not see the future should not use them."""
     assert files.tags is not None
-    lines, rows_in = _data_lines(spark, files.tags, TAGS_HEADER)
-    (user, movie, tag, _), well_formed = csv_fields(F.col("raw"), 4)
+    lines, rows_in = _data_records(spark, files.tags, TAGS_HEADER, cfg)
+    (user, movie, tag, _), found = csv_fields(F.col("_parsed"), 4)
     known = known_items.select("item_id", F.lit(True).alias("_known"))
     df = lines.select(
         "line_no",
         "record_id",
         "raw",
         "in_scope",
-        well_formed.alias("_ok"),
+        found.alias("_found"),
         movie.alias("_id"),
         F.trim(movie).try_cast("bigint").alias("item_id"),
         F.lower(F.trim(tag)).alias("tag"),
     ).join(F.broadcast(known), "item_id", "left")
     checks: list[q.Check] = [
-        (~F.col("_ok"), q.UNPARSEABLE, F.lit("expected 4 fields: userId,movieId,tag,timestamp")),
+        *_record_checks(F.col("_found"), TAGS_HEADER, cfg),
         (_is_blank(F.col("_id")), q.NULL_KEY, F.lit("movieId is empty")),
         _not_a_number(F.col("_id"), F.col("item_id"), "movieId"),
         (F.col("_known").isNull(), q.UNKNOWN_ITEM, F.format_string("movieId %d is not in movies.csv", "item_id")),
@@ -146,7 +188,7 @@ def parse_tags(spark: SparkSession, files: MovielensFiles, known_items: DataFram
         .groupBy("item_id")
         .agg(F.array_sort(F.collect_set("tag")).alias("tags"))
     )
-    return tags, q.Classified(files.tags.name, "items", classified.drop("_ok", "_id", "_known", "tag"), rows_in)
+    return tags, q.Classified(files.tags.name, "items", classified.drop("_found", "_id", "_known", "tag"), rows_in)
 
 
 # ---------------------------------------------------------------------------------------- posters
@@ -216,8 +258,8 @@ def parse_ratings(
 ) -> q.Classified:
     """Classified rating events; `in_scope` (a condition on column `date`) marks those a dated run
     covers. A line whose date cannot be determined belongs to every scope: it is always reported."""
-    lines, rows_in = _data_lines(spark, files.ratings, RATINGS_HEADER)
-    (user, movie, rating, ts), well_formed = csv_fields(F.col("raw"), 4)
+    lines, rows_in = _data_records(spark, files.ratings, RATINGS_HEADER, cfg)
+    (user, movie, rating, ts), found = csv_fields(F.col("_parsed"), 4)
     seconds = F.trim(ts).try_cast("bigint")
     min_seconds = int(cfg.min_event_time.timestamp())
     in_time = seconds.between(F.lit(min_seconds), F.unix_seconds(max_event_time))
@@ -226,7 +268,7 @@ def parse_ratings(
         "line_no",
         "record_id",
         "raw",
-        well_formed.alias("_ok"),
+        found.alias("_found"),
         user.alias("_user"),
         movie.alias("_movie"),
         rating.alias("_rating"),
@@ -241,9 +283,11 @@ def parse_ratings(
     known = known_items.select("item_id", F.lit(True).alias("_known"))
     df = df.join(F.broadcast(known), "item_id", "left")
     checks: list[q.Check] = [
-        (~F.col("_ok"), q.UNPARSEABLE, F.lit("expected 4 fields: userId,movieId,rating,timestamp")),
+        *_record_checks(F.col("_found"), RATINGS_HEADER, cfg),
         (_is_blank(F.col("_user")), q.NULL_KEY, F.lit("userId is empty")),
         (_is_blank(F.col("_movie")), q.NULL_KEY, F.lit("movieId is empty")),
+        (_is_blank(F.col("_rating")), q.MISSING_VALUE, F.lit("rating is empty")),
+        (_is_blank(F.col("_ts")), q.MISSING_VALUE, F.lit("timestamp is empty")),
         _not_a_number(F.col("_user"), F.col("user_id"), "userId"),
         _not_a_number(F.col("_movie"), F.col("item_id"), "movieId"),
         _not_a_number(F.col("_rating"), F.col("rating"), "rating"),
