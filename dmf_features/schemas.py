@@ -165,6 +165,15 @@ USER_SEQUENCES = TableSpec(
     keys=("user_id",),
 )
 
+# Two rows per stage run: `started` (the tables it will write) and, after its last commit, `complete`
+# (the versions it produced and read, JSON objects of table -> version). Readers pin the versions of
+# the last complete run (`dmf_features.infra.runs`).
+RUNS = TableSpec(
+    "runs",
+    _schema("run_id string, stage string, status string, at timestamp, scope string, produced string, read string"),
+    keys=("run_id", "status"),
+)
+
 # items.image_status: what ingest found for the item's image (the image column is null unless "ok"
 # or "corrupt"; a corrupt file's bytes are kept so the embedding job can report exactly why)
 IMAGE_STATUSES = ("ok", "missing", "empty", "corrupt", "too_large")

@@ -20,6 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from dmf_features.features.kernels.lookup import find_sorted
+from dmf_features.infra.faults import crash_point
+from dmf_features.infra.runs import complete_version
+from dmf_features.schemas import SAMPLES
 from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scores
 from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
@@ -40,19 +43,23 @@ PRELOAD_BYTES = 2 << 30
 class DataSource:
     samples_uri: str
     item_embeddings_uri: str
-    samples_version: int | None = None  # None: the latest
+    samples_version: int | None = None  # None: the latest (open_training pins the last complete run's)
     storage_options: dict | None = None
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 def open_training(cfg: Config, samples_version: int | None = None, progress: Callable[[str], None] = print):
-    """The `Evaluation` of the lake's samples (latest, or `samples_version`) and the MLflow tracker of `cfg`."""
+    """The `Evaluation` of the lake's samples and the MLflow tracker of `cfg`. The samples are those of
+    the last complete feature run (never a half-written one, see `dmf_features.infra.runs`), or `samples_version`."""
     lake_root = cfg.lake.uri.rstrip("/")
+    storage_options = dict(cfg.lake.storage_options) or None
+    if samples_version is None:
+        samples_version = complete_version(lake_root, SAMPLES.name, storage_options)
     source = DataSource(
         f"{lake_root}/samples",
         f"{lake_root}/item_embeddings",
         samples_version,
-        dict(cfg.lake.storage_options) or None,
+        storage_options,
         cfg.evaluation,
     )
     return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
@@ -246,6 +253,7 @@ def train_run(
         run.log_evaluation(evaluation.pooled_predictions(probabilities), subsets["cold"])
         run.log_trained_through(evaluation.trained_through(evaluation.folds[-1]))
         example = next(evaluation.samples.batches(sample_columns(modalities), 5))
+        crash_point(f"trained:{spec.name}")
         version = run.log_model(
             model, spec, items.vocabulary, vectors, example, evaluation.lineage, context if spec.architecture.context else None
         )

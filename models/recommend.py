@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
+from dmf_features.infra.runs import complete_version
+from dmf_features.schemas import USER_SEQUENCES
 from models.batch import TARGET_VECTOR_MODALITY
 from models.data import ItemVectorTable, PinnedTable
 from models.dmf import DMF, DMFEarlyFusion
@@ -53,7 +55,8 @@ def recommend(
         if m != TARGET_VECTOR_MODALITY
     }
     catalog[TARGET_VECTOR_MODALITY] = served.vectors  # logged with the model: the targets' vectors
-    row = _user_sequence(PinnedTable.open(f"{lake_root}/user_sequences", storage_options=storage_options), user_id)
+    sequences_version = complete_version(lake_root, USER_SEQUENCES.name, storage_options)  # never a half-written run's
+    row = _user_sequence(PinnedTable.open(f"{lake_root}/user_sequences", sequences_version, storage_options), user_id)
     history = request_history(row, served.vocabulary, catalog)
     items = catalog[TARGET_VECTOR_MODALITY].ids
     unseen = items[~np.isin(items, np.asarray(row["long_hist_item_ids"], np.int64))]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
@@ -80,6 +80,7 @@ class EmbedReport:
     commits: list[CommitResult]
     index_path: str | None
     phases: dict[str, float] = field(default_factory=dict)  # seconds of setup, embed, write and index
+    resolved: int = 0  # quarantine rows removed: items that failed before and are embedded now
 
     def render(self) -> str:
         lines = [
@@ -94,6 +95,7 @@ class EmbedReport:
             )
         reasons = {f"{c.modality}: {r}": n for c in self.counts for r, n in c.quarantined.items()}
         lines += ["", "quarantined by reason:"] + ([f"  {r:<28}{n:>7,}" for r, n in reasons.items()] or ["  (none)"])
+        lines += [f"  resolved (embedded now){self.resolved:>12,}"]
         if all(c.embedded == 0 for c in self.counts):
             lines += ["", "nothing new to embed: every item already has vectors for these encoder versions"]
         if self.index_path:
@@ -110,7 +112,8 @@ def embed_items(
     clock = time.monotonic()
     progress("loading encoders")
     plan_list = plans(cfg.embedding)
-    items = lake.read(spark, ITEMS.name)
+    items_version = lake.complete_version(ITEMS.name)  # never half of a crashed ingest
+    items = lake.read(spark, ITEMS.name, version=items_version)
     existing = lake.read(spark, ITEM_EMBEDDINGS.name) if lake.exists(ITEM_EMBEDDINGS.name) else None
     totals = items.agg(F.count("*").alias("items"), F.count("title").alias("text"), F.count("image").alias("image")).first()
     counts, todo = [], {}
@@ -130,7 +133,7 @@ def embed_items(
         )
     phases = {"setup": time.monotonic() - clock}
 
-    clock, results = time.monotonic(), {}
+    clock, results, resolved_rows = time.monotonic(), {}, 0
     for plan, count in zip(plan_list, counts):
         if count.with_input == count.unchanged:
             progress(f"{plan.modality}: nothing to embed ({count.with_input:,} items unchanged for {plan.version})")
@@ -144,23 +147,30 @@ def embed_items(
     fused, fused_count = _fused(existing, new, plan_list, cfg.embedding)
     fused_count.without_input = totals["items"] - fused_count.with_input
     counts.append(fused_count)
-    commits = []
-    if any(c.embedded for c in counts):  # one commit for every new vector, the fused ones included
-        progress("writing item_embeddings")
-        fresh = [fused.where("fresh").drop("fresh")] if fused_count.embedded else []
-        rows = _union(new + fresh).coalesce(_slots(spark))
-        commits.append(
-            lake.merge(
-                rows,
-                ITEM_EMBEDDINGS.name,
-                ITEM_EMBEDDINGS.keys,
-                partition_by=ITEM_EMBEDDINGS.partition_by,
-                description="item vectors",
+    with lake.stage_run("embed", "items", [ITEM_EMBEDDINGS.name, QUARANTINE.name]) as read:
+        read[ITEMS.name] = items_version
+        commits = []
+        if any(c.embedded for c in counts):  # one commit for every new vector, the fused ones included
+            progress("writing item_embeddings")
+            fresh = [fused.where("fresh").drop("fresh")] if fused_count.embedded else []
+            rows = _union(new + fresh).coalesce(_slots(spark))
+            commits.append(
+                lake.merge(
+                    rows,
+                    ITEM_EMBEDDINGS.name,
+                    ITEM_EMBEDDINGS.keys,
+                    partition_by=ITEM_EMBEDDINGS.partition_by,
+                    description="item vectors",
+                )
             )
-        )
-    if any(c.quarantined for c in counts):
-        rejected = [_quarantine_rows(results[p.modality], p) for p in plan_list if p.modality in results]
-        commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys, partition_by=QUARANTINE.partition_by))
+        if any(c.quarantined for c in counts):
+            rejected = [_quarantine_rows(results[p.modality], p) for p in plan_list if p.modality in results]
+            commits.append(lake.merge(_union(rejected), QUARANTINE.name, QUARANTINE.keys, partition_by=QUARANTINE.partition_by))
+        if results:  # an item embedded now that was quarantined before (its poster was replaced): resolved
+            embedded = [_record_ids(results[p.modality].where("reason is null"), p) for p in plan_list if p.modality in results]
+            resolved = lake.delete(_union(embedded), QUARANTINE.name, QUARANTINE.keys, description="items now embedded")
+            commits.append(resolved)
+            resolved_rows = resolved.rows_changed or 0
     for cached in (*results.values(), fused):
         if cached is not None:
             cached.unpersist()
@@ -173,7 +183,7 @@ def embed_items(
     progress("building the nearest-item index")
     index_path = build_index(spark, lake, fused_count.version)
     phases["index"] = time.monotonic() - clock
-    return EmbedReport(counts, commits, index_path, phases)
+    return EmbedReport(counts, commits, index_path, phases, resolved_rows)
 
 
 def _embed_modality(
@@ -254,9 +264,18 @@ def _vector_rows(result: DataFrame, plan: Plan) -> DataFrame:
     )
 
 
+def _record_ids(result: DataFrame, plan: Plan) -> DataFrame:
+    """The quarantine record id of each item of `result` (`item:<id>:<modality>:<encoder version>`)."""
+    return result.select(_record_id(plan).alias("record_id"))
+
+
+def _record_id(plan: Plan) -> Column:
+    return F.concat_ws(":", F.lit("item"), "item_id", F.lit(plan.modality), F.lit(plan.version))
+
+
 def _quarantine_rows(result: DataFrame, plan: Plan) -> DataFrame:
     return result.where("reason is not null").select(
-        F.concat_ws(":", F.lit("item"), "item_id", F.lit(plan.modality), F.lit(plan.version)).alias("record_id"),
+        _record_id(plan).alias("record_id"),
         F.lit(f"embed:{plan.encoder}").alias("source"),
         "reason",
         "detail",
@@ -298,7 +317,8 @@ def _embedding_udf(plan: Plan, cfg: EmbeddingConfig):
 
         context = TaskContext.get()
         torch.set_num_threads(max(1, int(context.cpus() if context else os.cpu_count() or 1)))
-        encoder = load_encoder(spec, device)  # cached per worker: loaded once, reused by every task
+        gpu = context.resources().get("gpu") if context else None  # spark.gpu on a cluster
+        encoder = load_encoder(spec, device, gpu.addresses if gpu else ())  # cached per worker: loaded once, reused by every task
         for inputs in batches:
             yield embed_batch(encoder, inputs.to_pylist(), modality, batch_size, max_pixels)
 

@@ -16,11 +16,14 @@ from dmf_features.infra.lake import Lake
 from dmf_features.schemas import ITEM_EMBEDDINGS
 
 
-def load_item_vectors(spark: SparkSession, lake: Lake, versions: dict[str, str]) -> dict[str, ModalityVectors]:
-    """{modality: vectors of that encoder version}; a version with no rows is an error."""
+def load_item_vectors(
+    spark: SparkSession, lake: Lake, versions: dict[str, str], table_version: int | None = None
+) -> dict[str, ModalityVectors]:
+    """{modality: vectors of that encoder version} from item_embeddings at `table_version` (default:
+    the latest); a version with no rows is an error."""
     result = {}
     for modality, version in versions.items():
-        table = lake.read(spark, ITEM_EMBEDDINGS.name, partition_filters=[("modality", "=", modality)])
+        table = lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
         arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector").toArrow()
         if arrow.num_rows == 0:
             raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")

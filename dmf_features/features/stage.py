@@ -96,7 +96,9 @@ def build_features(
 
     progress("loading item vectors")
     report = FeaturesReport(str(scope), dict(features.encoder_versions or encoder_versions(cfg.embedding)))
-    loaded = load_item_vectors(spark, lake, report.versions)
+    # the versions of the last complete ingest and embed runs: never half of a crashed run
+    events_version, embeddings_version = lake.complete_version(EVENTS.name), lake.complete_version(ITEM_EMBEDDINGS.name)
+    loaded = load_item_vectors(spark, lake, report.versions, embeddings_version)
     progress("item vectors: " + ", ".join(f"{m} {len(v.ids):,} x {v.matrix.shape[1]}" for m, v in loaded.items()))
     edges = {m: bucket_edges(v.matrix, features.buckets, features.bucket_edges) for m, v in loaded.items()}
     progress(
@@ -105,17 +107,19 @@ def build_features(
     )
     vectors = spark.sparkContext.broadcast(loaded)
     # read once: samples, negatives, histories and user_sequences all start from it
-    events = lake.read(spark, EVENTS.name).persist(StorageLevel.MEMORY_AND_DISK)
+    events = lake.read(spark, EVENTS.name, version=events_version).persist(StorageLevel.MEMORY_AND_DISK)
     lineage = Lineage(
-        lake.version(EVENTS.name),
-        lake.version(ITEM_EMBEDDINGS.name),
+        events_version,
+        embeddings_version,
         report.versions,
         str(scope),
         features.model_dump(mode="json", exclude={"batch_rows", "encoder_versions"}),
         {m: edge.tolist() for m, edge in edges.items()},
     )
     try:
-        _build(spark, cfg, lake, scope, events, vectors, edges, report, lineage, progress)
+        with lake.stage_run("features", str(scope), [SAMPLES.name, USER_SEQUENCES.name]) as read:
+            read.update({EVENTS.name: events_version, ITEM_EMBEDDINGS.name: embeddings_version})
+            _build(spark, cfg, lake, scope, events, vectors, edges, report, lineage, progress)
     finally:
         events.unpersist()
     report.seconds = time.monotonic() - started

@@ -20,15 +20,16 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -44,9 +45,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
+from dmf_features.infra import faults, runs
 from dmf_features.infra.config import LakeConfig
 from dmf_features.infra.errors import PipelineError
-from dmf_features.schemas import LINEAGE_KEY, Lineage, TableSpec
+from dmf_features.schemas import LINEAGE_KEY, RUNS, Lineage, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,7 @@ class Lake:
         written = self._write_files(df, table, partition_by)
         if replace_partitions:
             _check_within(written.adds, df.schema, replace_partitions, table)
+        faults.crash_point(f"written:{table}")
 
         def commit(snapshot: DeltaTable | None) -> int | None:
             if app_id and snapshot is not None and snapshot.transaction_version(app_id) is not None:
@@ -252,6 +255,7 @@ class Lake:
             )
 
         version = self._with_retries(table, commit)
+        faults.crash_point(f"committed:{table}")
         if version is None:
             return CommitResult(table, None, operation, skipped_reason=f"batch {batch_id!r} already committed")
         return CommitResult(table, version, operation, len(written.adds), 0, written.rows)
@@ -274,18 +278,21 @@ class Lake:
         keys = list(keys)
         spark = df.sparkSession
         _require_unique_keys(df, keys, table)
-        if not self.exists(table):
-            result = self.write(df, table, partition_by=partition_by, description=description, lineage=lineage)
-            return CommitResult(table, result.version, "merge", result.files_added, 0, result.rows_written, result.rows_written)
-        partition_by = self._partition_columns(table, partition_by)
-        df = self._conform(df, table, schema_mode)
-        columns = df.columns
         outcome: dict[str, Any] = {}
 
         def attempt(snapshot: DeltaTable | None) -> int | None:
-            assert snapshot is not None
+            if snapshot is None:  # a new table; when another writer creates it first, the retry merges into it
+                written = self._write_files(df, table, partition_by)
+                faults.crash_point(f"written:{table}")
+                rows = written.rows  # all of them new
+                outcome.update(files_added=len(written.adds), files_removed=0, rows_written=rows, rows_changed=rows)
+                first = _Commit(table, "append", written.adds, df.schema, partition_by, description=description, lineage=lineage)
+                return self._commit(None, first)
+            parts = self._partition_columns(table, partition_by)
+            source = self._conform(df, table, schema_mode)
+            columns = source.columns
             target = self._read_snapshot(spark, table, snapshot, with_file_column=True)
-            changed = _changed_rows(df, target, keys, columns, when_matched).persist()
+            changed = _changed_rows(source, target, keys, columns, when_matched).persist()
             try:
                 counts = changed.groupBy(_FILE_COLUMN).count().collect()
                 n_changed = sum(r["count"] for r in counts)
@@ -301,9 +308,10 @@ class Lake:
                 new_rows = changed.select(*columns)
                 if kept is not None:
                     new_rows = new_rows.unionByName(kept.select(*columns))
-                written = self._write_files(new_rows, table, partition_by)
+                written = self._write_files(new_rows, table, parts)
             finally:
                 changed.unpersist()
+            faults.crash_point(f"written:{table}")
             removes = _remove_actions(snapshot, touched)
             outcome.update(files_added=len(written.adds), rows_written=written.rows)
             return self._commit(
@@ -312,8 +320,8 @@ class Lake:
                     table,
                     "merge",
                     written.adds,
-                    df.schema,
-                    partition_by,
+                    source.schema,
+                    parts,
                     removes=removes,
                     description=description,
                     read_version=snapshot.version(),
@@ -322,6 +330,7 @@ class Lake:
             )
 
         version = self._with_retries(table, attempt)
+        faults.crash_point(f"committed:{table}")
         if version is None:
             return CommitResult(table, None, "merge", rows_changed=0, skipped_reason="no row changed")
         return CommitResult(
@@ -334,6 +343,77 @@ class Lake:
             outcome["rows_changed"],
         )
 
+    def delete(self, keys_df: DataFrame, table: str, keys: Sequence[str], *, description: str | None = None) -> CommitResult:
+        """Delete the rows whose `keys` appear in `keys_df`: only the files holding them are rewritten
+        (copy-on-write, as Delta's DELETE does); no matching row means no commit."""
+        keys = list(keys)
+        if not self.exists(table):
+            return CommitResult(table, None, "delete", skipped_reason="no table")
+        spark, outcome = keys_df.sparkSession, {}
+        wanted = keys_df.select(*keys).distinct()
+
+        def attempt(snapshot: DeltaTable | None) -> int | None:
+            assert snapshot is not None
+            target = self._read_snapshot(spark, table, snapshot, with_file_column=True)
+            columns = [c for c in target.columns if c != _FILE_COLUMN]
+            doomed = target.join(wanted, keys, "left_semi").groupBy(_FILE_COLUMN).count().collect()
+            outcome["rows"] = sum(r["count"] for r in doomed)
+            if not doomed:
+                return None
+            touched = [r[_FILE_COLUMN] for r in doomed]
+            kept = target.where(F.col(_FILE_COLUMN).isin(touched)).join(wanted, keys, "left_anti").select(*columns)
+            written = self._write_files(kept, table, list(snapshot.metadata().partition_columns))
+            faults.crash_point(f"written:{table}")
+            return self._commit(
+                snapshot,
+                _Commit(
+                    table,
+                    "delete",
+                    written.adds,
+                    kept.schema,
+                    list(snapshot.metadata().partition_columns),
+                    removes=_remove_actions(snapshot, touched),
+                    description=description,
+                    read_version=snapshot.version(),
+                ),
+            )
+
+        version = self._with_retries(table, attempt)
+        faults.crash_point(f"committed:{table}")
+        if version is None:
+            return CommitResult(table, None, "delete", rows_changed=0, skipped_reason="no row matched")
+        return CommitResult(table, version, "delete", rows_changed=outcome["rows"])
+
+    # ---------------------------------------------------------------------------------------- runs
+    @contextmanager
+    def stage_run(self, stage: str, scope: str, produces: Sequence[str]) -> Iterator[dict[str, int | None]]:
+        """Record a run of `stage` around its commits: a `started` row now, and a `complete` row with the
+        versions of the `produces` tables when the block ends without an error. The block fills the
+        yielded dict with the versions it read. Until the complete row lands, readers keep the previous
+        run's versions (see `runs`)."""
+        run_id, read = uuid.uuid4().hex, {}
+        self._append_run(runs.StageRun(run_id, stage, runs.STARTED, dt.datetime.now(dt.UTC), scope, dict.fromkeys(produces)))
+        yield read
+        produced = {t: self.version(t) for t in produces}
+        done = {t: v for t, v in read.items() if v is not None}
+        self._append_run(runs.StageRun(run_id, stage, runs.COMPLETE, dt.datetime.now(dt.UTC), scope, produced, done))
+
+    def _append_run(self, run: runs.StageRun) -> None:
+        row = {**asdict(run), "produced": json.dumps(run.produced, sort_keys=True), "read": json.dumps(run.read, sort_keys=True)}
+        write_deltalake(
+            self.uri(RUNS.name),
+            pa.Table.from_pylist([row], RUNS.schema),
+            mode="append",
+            storage_options=self.storage_options,
+            commit_properties=CommitProperties(custom_metadata={"dmf.operation": f"run {run.stage} {run.status}"}),
+        )
+
+    def complete_version(self, table: str) -> int | None:
+        """The version of `table` to read: that of the last complete run that produced it (see `runs`),
+        else the latest (a table no recorded run produced); None when the table does not exist."""
+        recorded = runs.complete_version(self.root, table, self.storage_options)
+        return recorded if recorded is not None else self.version(table)
+
     # ---------------------------------------------------------------------------------- maintenance
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         return self.delta(table).history(limit)
@@ -343,10 +423,30 @@ class Lake:
         return self.delta(table).optimize.compact(target_size=target_size)
 
     def vacuum(self, table: str, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
-        """Delete files no version within the retention window refers to (orphans of killed jobs too)."""
-        return self.delta(table).vacuum(
+        """Delete files no version within the retention window refers to (orphans of killed jobs too);
+        the paths deleted (or that would be), relative to the table."""
+        removed = self.delta(table).vacuum(
             retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
         )
+        return removed + self._spark_leftovers(table, retention_hours, dry_run)
+
+    def _spark_leftovers(self, table: str, retention_hours: int, dry_run: bool) -> list[str]:
+        """The files of Spark writes killed before their job committed: they stay in the write folder's
+        `_temporary`, which Delta's vacuum never looks at (names starting with `_` are hidden to it)."""
+        cutoff, base, found = time.time() - retention_hours * 3600, f"{self._fs_root}/{table}", []
+        for folder in self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            temporary = f"{folder.path}/_temporary"
+            if not folder.base_name.startswith("data-") or self._fs.get_file_info(temporary).type != pafs.FileType.Directory:
+                continue
+            files = [
+                i for i in self._fs.get_file_info(pafs.FileSelector(temporary, recursive=True)) if i.type == pafs.FileType.File
+            ]
+            if any(i.mtime.timestamp() > cutoff for i in files):
+                continue  # a write that may still be running
+            found += [i.path[len(base) + 1 :] for i in files]
+            if not dry_run:
+                self._fs.delete_dir(temporary)
+        return found
 
     # ---------------------------------------------------------------------------------- internals
     def _batch_committed(self, table: str, app_id: str) -> bool:
@@ -404,8 +504,9 @@ class Lake:
         writer = df.write.mode("errorifexists")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
-        writer.parquet(_spark_uri(f"{self.uri(table)}/{folder}"))
         base = f"{self._fs_root}/{table}/{folder}"
+        with faults.crash_while(f"writing:{table}", lambda: self._holds_files(base)):
+            writer.parquet(_spark_uri(f"{self.uri(table)}/{folder}"))
         infos = [
             i
             for i in self._fs.get_file_info(pafs.FileSelector(base, recursive=True))
@@ -430,6 +531,10 @@ class Lake:
                 )
             )
         return _WrittenFiles(adds)
+
+    def _holds_files(self, folder: str) -> bool:
+        found = self._fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        return any(i.type == pafs.FileType.File for i in found)
 
     def _commit(self, snapshot: DeltaTable | None, commit: _Commit) -> int:
         """Make `commit` one Delta transaction on `snapshot` (None: create the table); the new version."""

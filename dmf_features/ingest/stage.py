@@ -40,6 +40,7 @@ class InputCount:
     kept: int
     quarantined: dict[str, int] = field(default_factory=dict)
     other_dates: int = 0  # records a dated run does not cover
+    resolved: int = 0  # quarantine rows removed because this run kept their record (its line was fixed)
 
     @property
     def balanced(self) -> bool:
@@ -70,9 +71,14 @@ class IngestReport:
         return dict(sorted(reasons.items()))
 
     def render(self) -> str:
-        lines = [f"ingest: {self.scope}", "", f"  {'input':<14}{'rows in':>11}{'kept':>11}{'quarantined':>13}{'other dates':>13}"]
+        lines = [
+            f"ingest: {self.scope}",
+            "",
+            f"  {'input':<14}{'rows in':>11}{'kept':>11}{'quarantined':>13}{'other dates':>13}{'resolved':>10}",
+        ]
         for i in self.inputs:
-            lines.append(f"  {i.name:<14}{i.rows_in:>11,}{i.kept:>11,}{sum(i.quarantined.values()):>13,}{i.other_dates:>13,}")
+            quarantined = sum(i.quarantined.values())
+            lines.append(f"  {i.name:<14}{i.rows_in:>11,}{i.kept:>11,}{quarantined:>13,}{i.other_dates:>13,}{i.resolved:>10,}")
         lines += ["", "quarantined by reason:"]
         lines += [f"  {r:<20}{n:>9,}" for r, n in self.quarantined_by_reason.items()] or ["  (none)"]
         lines += ["", "tables:"]
@@ -131,36 +137,39 @@ def ingest(
         raise IngestError(f"strict mode: bad records, nothing written: {rejected}\nexamples:\n{_examples(inputs)}")
     _check_quarantined_share(counts, inputs, cfg.ingest)
 
-    progress("writing items")
-    commits = [lake.merge(_finish_items(items, files.name), ITEMS.name, ITEMS.keys, description="item catalogue")]
-    progress("writing events")
-    event_rows = q.kept(ratings.in_scope).select(*EVENTS.columns).repartition("date")
-    events_commit = lake.write(
-        event_rows,
-        EVENTS.name,
-        mode="overwrite",
-        partition_by=EVENTS.partition_by,
-        replace_partitions=scope.partitions(),
-        description="behaviour events, one partition per day",
-    )
-    commits.append(events_commit)
-    progress("writing quarantine")
-    bad = [q.quarantine_rows(c.in_scope, files.name, c.target) for c in inputs]
-    quarantined = bad[0]
-    for rows in bad[1:]:
-        quarantined = quarantined.unionByName(rows)
-    commits.append(
-        lake.merge(
-            quarantined,
-            QUARANTINE.name,
-            QUARANTINE.keys,
-            partition_by=QUARANTINE.partition_by,
-            description="rejected records, each with the reason",
+    with lake.stage_run("ingest", str(scope), [ITEMS.name, EVENTS.name, QUARANTINE.name]):
+        progress("writing items")
+        commits = [lake.merge(_finish_items(items, files.name), ITEMS.name, ITEMS.keys, description="item catalogue")]
+        progress("writing events")
+        event_rows = q.kept(ratings.in_scope).select(*EVENTS.columns).repartition("date")
+        events_commit = lake.write(
+            event_rows,
+            EVENTS.name,
+            mode="overwrite",
+            partition_by=EVENTS.partition_by,
+            replace_partitions=scope.partitions(),
+            description="behaviour events, one partition per day",
         )
-    )
+        commits.append(events_commit)
+        progress("writing quarantine")
+        bad = [q.quarantine_rows(c.in_scope, files.name, c.target) for c in inputs]
+        quarantined = bad[0]
+        for rows in bad[1:]:
+            quarantined = quarantined.unionByName(rows)
+        commits.append(
+            lake.merge(
+                quarantined,
+                QUARANTINE.name,
+                QUARANTINE.keys,
+                partition_by=QUARANTINE.partition_by,
+                description="rejected records, each with the reason",
+            )
+        )
 
-    ratings_count = next(c for c in counts if c.name == ratings.input)
-    _reconcile(counts, ratings_count, events_commit)
+        progress("resolving quarantine rows of records that are now kept")
+        commits.append(_resolve_quarantine(lake, inputs, counts))
+        ratings_count = next(c for c in counts if c.name == ratings.input)
+        _reconcile(counts, ratings_count, events_commit)
     for c in inputs:
         c.records.unpersist()
     table_rows = {t: lake.row_count(t) for t in (ITEMS.name, EVENTS.name, QUARANTINE.name)}
@@ -205,6 +214,21 @@ def _finish_items(items: DataFrame, source: str) -> DataFrame:
         F.sha2(content, 256).alias("content_hash"),
         F.lit(source).alias("source"),
     ).select(*ITEMS.columns)
+
+
+def _resolve_quarantine(lake: Lake, inputs: list[q.Classified], counts: list[InputCount]) -> CommitResult:
+    """Remove the quarantine rows of records this run kept: the quarantine says what is wrong now,
+    not what once was. Records out of this run's scope are not looked at, so they stay as they are."""
+    kept = [c.in_scope.where(F.col("reason").isNull()).select("record_id", F.lit(c.input).alias("input")) for c in inputs]
+    kept_ids = kept[0]
+    for more in kept[1:]:
+        kept_ids = kept_ids.unionByName(more)
+    if lake.exists(QUARANTINE.name):
+        quarantined = lake.read(kept_ids.sparkSession, QUARANTINE.name).select("record_id")
+        resolved = dict(kept_ids.join(quarantined, "record_id", "left_semi").groupBy("input").count().collect())
+        for count in counts:
+            count.resolved = resolved.get(count.name, 0)
+    return lake.delete(kept_ids, QUARANTINE.name, QUARANTINE.keys, description="quarantined records that are now kept")
 
 
 def _count(classified: q.Classified) -> InputCount:

@@ -176,3 +176,23 @@ source:
     }
     statuses = {r.image_status: r["count"] for r in lake.read(spark, "items").groupBy("image_status").count().collect()}
     assert statuses == {"ok": 78, "missing": 1, "corrupt": 1}
+
+
+def test_a_fixed_record_leaves_the_quarantine_and_the_report_counts_it_resolved(spark, cfg):
+    lake = Lake(cfg.lake)
+    ingest(spark, cfg, lake, progress=lambda _: None)
+    ratings = Path(cfg.source.movielens.path) / "ratings.csv"
+    lines = ratings.read_text().splitlines()
+    assert lines[4].startswith("2,3,9.5,")  # ratings.csv:5, out_of_range
+    lines[4] = lines[4].replace(",9.5,", ",4.5,")
+    ratings.write_text("\n".join(lines) + "\n")
+
+    report = ingest(spark, cfg, lake, progress=lambda _: None)
+    assert {i.name: i.resolved for i in report.inputs}["ratings.csv"] == 1
+    assert "resolved" in report.render()
+    quarantined = {r["record_id"] for r in table(spark, lake, "quarantine", "record_id")}
+    assert quarantined == set(fx.PLANTED) - {"ratings.csv:5"}
+    assert lake.read(spark, "events").where("user_id = 2 and item_id = 3 and rating = 4.5").count() == 1
+    again = ingest(spark, cfg, lake, progress=lambda _: None)  # nothing left to resolve: no commit
+    assert sum(i.resolved for i in again.inputs) == 0
+    assert next(c for c in again.commits if c.operation == "delete").version is None
