@@ -28,9 +28,14 @@ _BASE_CONF = {
     "spark.ui.showConsoleProgress": "false",
 }
 
+# What the driver sets for loading models (offline, quietly: `cli.main`) that Spark's Python workers need
+# too. They inherit the environment of the JVM that starts them, which is the driver's only when the driver
+# started it: not under spark-submit, never on a cluster's executors.
+WORKER_ENV = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
 
 def spark_conf(cfg: SparkConfig) -> dict[str, str]:
-    """The full Spark configuration a job runs with (without starting anything)."""
+    """The full Spark configuration a job runs with (without starting anything), `WORKER_ENV` included."""
     conf = dict(_BASE_CONF)
     conf["spark.app.name"] = cfg.app_name
     conf["spark.master"] = cfg.master
@@ -48,6 +53,7 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
         conf["spark.task.resource.gpu.amount"] = str(cfg.gpu.task_amount)
         if cfg.gpu.discovery_script:
             conf["spark.executor.resource.gpu.discoveryScript"] = cfg.gpu.discovery_script
+    conf.update({f"spark.executorEnv.{key}": os.environ[key] for key in WORKER_ENV if key in os.environ})
     conf.update(cfg.conf)
     return conf
 

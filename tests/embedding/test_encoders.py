@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dmf_features.embedding.encoders import Encoder, EncoderSpec, load_encoder
-from dmf_features.embedding.encoders.base import resolve_device
+from dmf_features.embedding.encoders.base import _warn_gpu_unusable, resolve_device
 from dmf_features.embedding.encoders.clip import _vectors
 from dmf_features.embedding.encoders.image import resize_center_crop
 from dmf_features.testing.tiny_clip import save_tiny_clip
@@ -168,6 +168,18 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_a_spark_gpu_without_cuda_is_logged_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _warn_gpu_unusable.cache_clear()
+    with caplog.at_level("WARNING"):
+        assert resolve_device("auto", ["3"]) == torch.device("cpu")
+        assert resolve_device("auto", ["3"]) == torch.device("cpu")  # the next task of the same Python worker
+        assert resolve_device("auto") == resolve_device("cpu", ["3"]) == torch.device("cpu")  # no GPU, or CPU chosen
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith("a GPU was assigned to this task (spark resources: gpu ['3']) but CUDA is not usable here (torch ")
+    assert message.endswith("); encoding on CPU")
 
 
 def test_spec_validation() -> None:

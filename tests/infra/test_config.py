@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,28 @@ def test_gpu_settings_reach_cluster_masters_only(tmp_path):
     local = spark_conf(load_config(LOCAL, [f"source.movielens.path={tmp_path}", f"source.movielens.posters={tmp_path}"]).spark)
     assert not any("resource.gpu" in key for key in local)
     assert local["spark.sql.session.timeZone"] == "UTC" and local["spark.driver.host"] == "127.0.0.1"
+
+
+def test_the_drivers_model_loading_environment_reaches_the_python_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    conf = spark_conf(load_config(write(tmp_path, MINIMAL.format(data=tmp_path))).spark)
+    assert conf["spark.executorEnv.HF_HUB_OFFLINE"] == "1" and "spark.executorEnv.TRANSFORMERS_VERBOSITY" not in conf
+
+
+GPU = ["spark.gpu.executor_amount=1", "spark.gpu.task_amount=1"]
+
+
+@pytest.mark.parametrize("master", ["spark://127.0.0.1:7077", "yarn", "k8s://https://api:6443"])
+def test_gpu_settings_are_accepted_with_a_cluster_master(tmp_path, master):
+    conf = spark_conf(load_config(write(tmp_path, MINIMAL.format(data=tmp_path)), [f"spark.master={master}", *GPU]).spark)
+    assert conf["spark.master"] == master and conf["spark.executor.resource.gpu.amount"] == "1"
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]"])
+def test_gpu_settings_are_refused_with_a_local_master(tmp_path, master):
+    with pytest.raises(ConfigError, match=rf"spark: gpu: .* Spark hangs on GPU requests with master {re.escape(repr(master))}"):
+        load_config(write(tmp_path, MINIMAL.format(data=tmp_path)), [f"spark.master={master}", *GPU])
 
 
 def test_synthetic_config_is_valid():

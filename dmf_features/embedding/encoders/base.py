@@ -6,8 +6,10 @@ A worker process calls `load_encoder` once per batch; the cache makes that load 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -21,6 +23,8 @@ import torch
 from dmf_features.schemas import ContentModality
 
 from .registry import encoder_kind
+
+log = logging.getLogger(__name__)
 
 # Files fetched for a Hugging Face id: configs, tokenizer files and safetensors weights only, so that a
 # repository's TensorFlow / Flax / ONNX copies of the same weights are never downloaded.
@@ -91,11 +95,33 @@ class Encoder(ABC):
         return f"{type(self).__name__}(version={self.version!r}, dim={self.dim}, device={str(self.device)!r})"
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """ "auto" means CUDA when available, else CPU; anything else ("cpu", "cuda:1") is taken as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def resolve_device(device: str = "auto", spark_gpus: Sequence[str] = ()) -> torch.device:
+    """ "auto" means CUDA when available, else CPU; anything else ("cpu", "cuda:1") is taken as given.
+
+    `spark_gpus` are the GPU addresses Spark assigned to the calling task: a GPU cluster whose executors
+    cannot use CUDA (no driver, a CPU-only torch) would otherwise encode on CPU, many times slower, without
+    a word, so that case is logged.
+    """
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        # the GPU Spark assigned (a physical index on standalone nodes with several GPUs); where the node
+        # isolates GPUs (the task sees only its own), the index may not exist and device 0 is the one
+        assigned = int(spark_gpus[0]) if spark_gpus and spark_gpus[0].isdigit() else 0
+        return torch.device(f"cuda:{assigned if assigned < torch.cuda.device_count() else 0}")
+    if spark_gpus:
+        _warn_gpu_unusable(tuple(spark_gpus))
+    return torch.device("cpu")
+
+
+@functools.cache  # once per Python worker, not once per task
+def _warn_gpu_unusable(spark_gpus: tuple[str, ...]) -> None:
+    log.warning(
+        "a GPU was assigned to this task (spark resources: gpu %s) but CUDA is not usable here (torch %s, %s); encoding on CPU",
+        list(spark_gpus),
+        torch.__version__,
+        f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build",
+    )
 
 
 def resolve_model_dir(path: str) -> Path:
@@ -129,9 +155,9 @@ _CACHE: dict[tuple[EncoderSpec, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
-    """The encoder for `spec` on `device`, loaded on first use and cached for the life of the process."""
-    resolved = resolve_device(device)
+def load_encoder(spec: EncoderSpec, device: str = "auto", spark_gpus: Sequence[str] = ()) -> Encoder:
+    """The encoder for `spec` on `device` (see `resolve_device`), loaded on first use and cached for the life of the process."""
+    resolved = resolve_device(device, spark_gpus)
     key = (spec, str(resolved))
     with _CACHE_LOCK:
         if key not in _CACHE:
