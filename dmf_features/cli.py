@@ -330,9 +330,27 @@ def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
 
     progress(f"starting Spark ({cfg.spark.master})")
     spark = get_spark(cfg.spark)
-    report = ingest(spark, _with_strict(args, cfg), Lake(cfg.lake), DateScope(args.date, args.since), progress)
+    lake = Lake(cfg.lake)
+    report = ingest(spark, _with_strict(args, cfg), lake, DateScope(args.date, args.since), progress)
     print(report.render(), flush=True)
-    return 0
+    return _account(cfg, lake, report.account, progress)
+
+
+def _account(cfg: Config, lake, account, progress: _Progress) -> int:
+    """Print where the stage's rows went and log it to MLflow with the versions of the last complete runs."""
+    from dmf_features.infra.accounting import log_account, pipeline_experiment
+    from dmf_features.infra.runs import IncompleteRunError
+
+    print(account.render(), flush=True)
+    versions = {}
+    for table in lake.tables():
+        try:
+            versions[table] = lake.complete_version(table)
+        except IncompleteRunError:  # another stage's run did not finish: no version of it to name
+            versions[table] = None
+    log_account(cfg.mlflow, account, versions)
+    progress(f"accounting logged to MLflow (experiment {pipeline_experiment(cfg.mlflow)!r})")
+    return 0 if account.balanced else 1
 
 
 def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
@@ -354,9 +372,10 @@ def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.infra.spark import get_spark
 
     spark = get_spark(cfg.spark)
-    report = embed_items(spark, cfg, Lake(cfg.lake), progress)
+    lake = Lake(cfg.lake)
+    report = embed_items(spark, cfg, lake, progress)
     print(report.render(), flush=True)
-    return 0
+    return _account(cfg, lake, report.account, progress)
 
 
 def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
@@ -366,9 +385,10 @@ def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int
     from dmf_features.infra.spark import get_spark
 
     spark = get_spark(cfg.spark)
-    report = build_features(spark, cfg, Lake(cfg.lake), DateScope(args.date, args.since), progress)
+    lake = Lake(cfg.lake)
+    report = build_features(spark, cfg, lake, DateScope(args.date, args.since), progress)
     print(report.render(), flush=True)
-    return 0
+    return _account(cfg, lake, report.account, progress)
 
 
 def _training_setup(args: argparse.Namespace, cfg: Config, progress: Callable[[str], None]):

@@ -38,6 +38,7 @@ from dmf_features.embedding import images
 from dmf_features.embedding.encoders import Encoder, load_encoder
 from dmf_features.embedding.item_index import build_index
 from dmf_features.embedding.versions import Plan, fused_version, plans
+from dmf_features.infra.accounting import StageAccount
 from dmf_features.infra.config import Config, EmbeddingConfig
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
@@ -81,6 +82,19 @@ class EmbedReport:
     index_path: str | None
     phases: dict[str, float] = field(default_factory=dict)  # seconds of setup, embed, write and index
     resolved: int = 0  # quarantine rows removed: items that failed before and are embedded now
+
+    @property
+    def account(self) -> StageAccount:
+        """Over the content modalities (fused vectors are made from them, not from input)."""
+        content = [c for c in self.counts if c.modality != FUSED]
+        return StageAccount(
+            "embed",
+            "items",
+            sum(c.with_input - c.unchanged for c in content),
+            sum(c.embedded for c in content),
+            sum(sum(c.quarantined.values()) for c in content),
+            self.resolved,
+        )
 
     def render(self) -> str:
         lines = [

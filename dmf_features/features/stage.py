@@ -30,6 +30,7 @@ from dmf_features.features.samples import (
     with_features,
 )
 from dmf_features.features.user_sequences import user_sequence_rows
+from dmf_features.infra.accounting import StageAccount
 from dmf_features.infra.config import Config
 from dmf_features.infra.dates import DateScope
 from dmf_features.infra.errors import PipelineError
@@ -59,6 +60,10 @@ class FeaturesReport:
     @property
     def balanced(self) -> bool:
         return self.samples_written == self.events + self.negatives
+
+    @property
+    def account(self) -> StageAccount:
+        return StageAccount("features", self.scope, self.events + self.negatives, self.samples_written, 0)
 
     def render(self) -> str:
         splits = ", ".join(f"{name} {count:,}" for name, count in sorted(self.splits.items()))

@@ -18,6 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from dmf_features.infra.accounting import StageAccount
 from dmf_features.infra.config import Config, IngestConfig
 from dmf_features.infra.dates import DateScope
 from dmf_features.infra.errors import PipelineError
@@ -61,6 +62,17 @@ class IngestReport:
     inputs: list[InputCount]
     commits: list[CommitResult]
     table_rows: dict[str, int]
+
+    @property
+    def account(self) -> StageAccount:
+        return StageAccount(
+            "ingest",
+            self.scope,
+            sum(i.in_scope for i in self.inputs),
+            sum(i.kept for i in self.inputs),
+            sum(sum(i.quarantined.values()) for i in self.inputs),
+            sum(i.resolved for i in self.inputs),
+        )
 
     @property
     def quarantined_by_reason(self) -> dict[str, int]:

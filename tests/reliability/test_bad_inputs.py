@@ -129,3 +129,32 @@ def test_a_mostly_unreadable_file_fails_before_committing_naming_reasons_and_exa
     assert "ratings.csv: 25 of 25 records (100.0%)" in message and reason in message
     assert f": {reason}: " in message.split("examples:")[1]
     assert lake.tables() == []
+
+
+def test_each_stage_accounts_for_every_row_and_logs_it_to_mlflow(tmp_path, capsys):
+    """Through the `dmf` command, as a user runs it: rows in = written + quarantined, printed and in MLflow."""
+    import mlflow
+
+    from dmf_features.cli import main
+    from dmf_features.infra.accounting import pipeline_experiment
+
+    data = corpus.write_corpus(tmp_path / "corpus")
+    cfg = config(tmp_path, data, max_quarantined_share=1.0)
+    args = ["--config", str(cfg.source_file), "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(["ingest", *args]) == 0 and main(["embed", *args]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("accounting")]
+    assert len(printed) == 2 and all("(balanced)" in line for line in printed), printed
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(pipeline_experiment(load_config(cfg.source_file).mlflow))
+    runs = {r.data.tags["dmf.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"ingest", "embed"}
+    for run in runs.values():
+        m = run.data.metrics
+        assert m["rows_in"] == m["written"] + m["quarantined"] and m["rows_in"] > 0
+        assert run.data.tags["dmf.balanced"] == "true" and run.info.status == "FINISHED"
+    expected = corpus.expected_records(corpus.MOVIE_LINES, "movies.csv") | corpus.expected_records(
+        corpus.RATING_LINES, "ratings.csv"
+    )
+    assert runs["ingest"].data.metrics["quarantined"] >= sum(o != corpus.KEPT for o in expected.values())
+    assert runs["ingest"].data.tags["dmf.version.events"] == "0"
