@@ -197,7 +197,31 @@ def _check_lake(cfg: Config) -> Finding:
             f"`dmf lake history {unreadable[0]}` shows its commits; restore its _delta_log or rebuild the table",
             lines,
         )
-    return Finding(Status.OK, f"{root}: {len(tables)} table(s)", details=tuple(lines))
+    runs, unfinished = _last_runs(cfg)
+    if unfinished:
+        raise Problem(
+            f"{root}: the last {', '.join(unfinished)} run(s) did not finish; readers keep the last complete run's versions",
+            f"run `dmf {unfinished[0]}` again (it finishes the job; `dmf lake vacuum` removes the killed run's files)",
+            lines + runs,
+        )
+    return Finding(Status.OK, f"{root}: {len(tables)} table(s)", details=tuple(lines + runs))
+
+
+def _last_runs(cfg: Config) -> tuple[list[str], list[str]]:
+    """A line per stage on its last complete run, and the stages whose latest run did not complete."""
+    from dmf_features.infra.runs import COMPLETE, stage_runs
+
+    runs = stage_runs(cfg.lake.uri, dict(cfg.lake.storage_options) or None)
+    completed = {r.run_id for r in runs if r.status == COMPLETE}
+    lines, unfinished = [], []
+    for stage in dict.fromkeys(r.stage for r in runs):
+        mine = [r for r in runs if r.stage == stage]
+        done = [r for r in mine if r.status == COMPLETE]
+        if mine[-1].run_id not in completed:
+            unfinished.append(stage)
+        last = f"{done[-1].at:%Y-%m-%d %H:%M} UTC ({done[-1].scope})" if done else "never completed"
+        lines.append(f"last complete {stage} run: {last}")
+    return lines, unfinished
 
 
 def _check_encoder(cfg: Config, modality: str) -> Finding:

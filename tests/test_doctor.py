@@ -56,6 +56,24 @@ def test_a_missing_lake_is_a_problem_naming_the_path(tmp_path):
     assert finding.summary == f"{tmp_path / 'lake'} does not exist" and "lake.uri" in finding.fix
 
 
+def test_a_run_that_did_not_finish_is_a_problem_saying_which_stage_to_run_again(tmp_path):
+    from deltalake import write_deltalake
+
+    from dmf_features.infra.lake import Lake
+
+    cfg = config(tmp_path)
+    write_deltalake(str(tmp_path / "lake" / "samples"), pa.table({"sample_id": ["a"]}))
+    lake = Lake(cfg.lake)
+    with lake.stage_run("features", "all dates", ["samples"]):
+        pass
+    assert run_check(CHECK["lake"], cfg).finding.status is Status.OK
+    with pytest.raises(RuntimeError), lake.stage_run("features", "2024-01-02", ["samples"]):
+        raise RuntimeError("killed")
+    finding = run_check(CHECK["lake"], cfg).finding
+    assert finding.status is Status.PROBLEM and "the last features run(s) did not finish" in finding.summary
+    assert "`dmf features` again" in finding.fix and any("last complete features run" in d for d in finding.details)
+
+
 def test_a_standalone_master_that_does_not_answer_is_a_problem_with_a_fix(tmp_path):
     master = f"spark://127.0.0.1:{closed_port()}"
     finding = run_check(CHECK["spark"], config(tmp_path, spark={"master": master})).finding
