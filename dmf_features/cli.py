@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         parents=[common],
         help="train one model on samples (torch, no Spark), tracked in MLflow",
-        description="Train a model of conf/train/<MODEL>.yaml on the latest `samples` (or --samples-version) "
-        "with the item vectors it was built from, under the config's evaluation protocol "
+        description="Train a model of conf/train/<MODEL>.yaml on the `samples` of the last complete feature run "
+        "(or --samples-version) with the item vectors it was built from, under the config's evaluation protocol "
         "(`evaluation:`; one model per fold, early-stopping on the fold's validation AUC); evaluate "
         "on the pooled test rows, overall and on cold-start and rare items, next to the item-mean "
         "baseline on the same rows; log params, lineage, per-epoch metrics, plots and the last "
@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--model", default="dmf", help="a spec in conf/train/ or a path (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--samples-version", type=int, help="train on this version of samples (default: latest)")
+    train.add_argument(
+        "--samples-version", type=int, help="train on this version of samples (default: the last complete feature run's)"
+    )
     compare = commands.add_parser(
         "compare",
         parents=[common],
