@@ -143,7 +143,7 @@ def _context() -> AbstractDataContext:
 def _validate_table(
     spark: SparkSession, lake: Lake, context: AbstractDataContext, table: str, suite: gx.ExpectationSuite
 ) -> list[ExpectationResult]:
-    version = lake.version(table)
+    version = lake.complete_version(table)  # what readers will read: the last complete run's
     if version is None:
         detail = f"table {table!r} does not exist under {lake.root}"
         return [ExpectationResult(table, None, suite.name, MISSING_TABLE, (), False, "missing", detail)]
