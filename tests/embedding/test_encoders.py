@@ -166,6 +166,9 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", ["1"]) == torch.device("cuda:1")  # the GPU Spark assigned to the task
+    assert resolve_device("auto", ["5"]) == torch.device("cuda")  # isolated: the task sees only its own
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
 

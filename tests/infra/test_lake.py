@@ -13,7 +13,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from dmf_features.infra.lake import LakeError, SchemaMismatchError
+from dmf_features.infra.config import LakeConfig
+from dmf_features.infra.lake import Lake, LakeError, SchemaMismatchError
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +130,22 @@ def test_schema_mismatch_names_the_columns_and_evolution_is_opt_in(spark, lake):
     lake.write(wider, "ev", schema_mode="merge")
     got = rows(lake.read(spark, "ev").select("user_id", "device"), "user_id")
     assert got == [(1, None), (2, "ios")]
+
+
+def test_a_merge_that_loses_the_race_to_create_its_table_merges_into_the_winners(spark, lake, monkeypatch):
+    """Two first merges (two ingests on an empty lake): the one whose create fails must not append its rows."""
+    schema = "item_id long, title string"
+    write_files = Lake._write_files
+
+    def other_writer_first(self, df, table, partition_by):
+        if self is lake and not lake.exists(table):
+            Lake(LakeConfig(uri=lake.root)).merge(spark.createDataFrame([(1, "a"), (3, "c")], schema), table, ["item_id"])
+        return write_files(self, df, table, partition_by)
+
+    monkeypatch.setattr(Lake, "_write_files", other_writer_first)
+    result = lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], schema), "items", ["item_id"])
+    assert rows(lake.read(spark, "items"), "item_id") == [(1, "a"), (2, "b"), (3, "c")]
+    assert result.version == 1 and result.rows_changed == 1
 
 
 def test_two_processes_appending_concurrently_both_land(lake, tmp_path):

@@ -107,8 +107,9 @@ def resolve_device(device: str = "auto", spark_gpus: Sequence[str] = ()) -> torc
     if torch.cuda.is_available():
         # the GPU Spark assigned (a physical index on standalone nodes with several GPUs); where the node
         # isolates GPUs (the task sees only its own), the index may not exist and device 0 is the one
-        assigned = int(spark_gpus[0]) if spark_gpus and spark_gpus[0].isdigit() else 0
-        return torch.device(f"cuda:{assigned if assigned < torch.cuda.device_count() else 0}")
+        if spark_gpus and spark_gpus[0].isdigit() and int(spark_gpus[0]) < torch.cuda.device_count():
+            return torch.device(f"cuda:{spark_gpus[0]}")
+        return torch.device("cuda")
     if spark_gpus:
         _warn_gpu_unusable(tuple(spark_gpus))
     return torch.device("cpu")
