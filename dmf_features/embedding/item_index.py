@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,10 @@ def _upload(local: Path, destination: str) -> None:
 
 
 def _upload_file(path: Path, destination: str) -> None:
+    """Copy under a temporary name, then rename: a concurrent reader (`dmf similar`, another embed job)
+    sees the old file or the new one, never half of one."""
     fs, target = pafs.FileSystem.from_uri(destination if "://" in destination else f"file://{destination}")
     fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(str(path), target, destination_filesystem=fs)
+    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
+    pafs.copy_files(str(path), partial, destination_filesystem=fs)
+    fs.move(partial, target)

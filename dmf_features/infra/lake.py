@@ -59,6 +59,7 @@ PartitionFilter = tuple[str, str, Any]  # (column, op, value); op in = != < <= >
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _FILE_COLUMN = "_lake_file"
 _MAX_STAT_STRING = 32  # like Delta's own writers: longer strings get no min/max
+_HISTORY_SEARCHED = 100  # newest commits searched for one's own: concurrent writers land fewer in between
 
 
 class LakeError(PipelineError):
@@ -120,6 +121,7 @@ class Lake:
         self.storage_options = dict(cfg.storage_options) or None
         self.commit_retries = cfg.commit_retries
         self._fs, self._fs_root = pafs.FileSystem.from_uri(self.root if "://" in self.root else f"file://{self.root}")
+        self._run_commits: dict[str, int] | None = None  # inside `stage_run`: the versions this process committed
 
     # ------------------------------------------------------------------------------ table handles
     def uri(self, table: str) -> str:
@@ -393,8 +395,16 @@ class Lake:
         run's versions (see `runs`)."""
         run_id, read = uuid.uuid4().hex, {}
         self._append_run(runs.StageRun(run_id, stage, runs.STARTED, dt.datetime.now(dt.UTC), scope, dict.fromkeys(produces)))
-        yield read
-        produced = {t: self.version(t) for t in produces}
+        at_start = {t: self.version(t) for t in produces}
+        self._run_commits = {}
+        try:
+            yield read
+            mine = self._run_commits
+        finally:
+            self._run_commits = None
+        # a table this run changed: its own commit's version (never a concurrent run's); one it left as
+        # it found it: the version it built on
+        produced = {t: mine.get(t, at_start[t]) for t in produces}
         done = {t: v for t, v in read.items() if v is not None}
         self._append_run(runs.StageRun(run_id, stage, runs.COMPLETE, dt.datetime.now(dt.UTC), scope, produced, done))
 
@@ -538,7 +548,12 @@ class Lake:
 
     def _commit(self, snapshot: DeltaTable | None, commit: _Commit) -> int:
         """Make `commit` one Delta transaction on `snapshot` (None: create the table); the new version."""
-        metadata = {"dmf.operation": commit.operation, "dmf.rows": sum(json.loads(a.stats)["numRecords"] for a in commit.adds)}
+        commit_id = uuid.uuid4().hex  # finds this commit's version afterwards, whatever others committed since
+        metadata = {
+            "dmf.operation": commit.operation,
+            "dmf.rows": sum(json.loads(a.stats)["numRecords"] for a in commit.adds),
+            "dmf.commitId": commit_id,
+        }
         if commit.lineage:
             metadata[LINEAGE_KEY] = commit.lineage.to_json()
         if commit.read_version is not None:
@@ -568,7 +583,12 @@ class Lake:
                 partition_filters=_delta_filters(commit.replace_partitions),
                 commit_properties=props,
             )
-        return self.delta(commit.table).version()
+        version = next(
+            h["version"] for h in self.delta(commit.table).history(_HISTORY_SEARCHED) if h.get("dmf.commitId") == commit_id
+        )
+        if self._run_commits is not None:
+            self._run_commits[commit.table] = version
+        return version
 
     def _with_retries(self, table: str, attempt: Callable[[DeltaTable | None], int | None]) -> int | None:
         """Run `attempt` on a fresh snapshot (it returns the version it committed, or None when there

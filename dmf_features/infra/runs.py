@@ -53,7 +53,8 @@ def stage_runs(lake_root: str, storage_options: dict | None = None) -> list[Stag
 
 
 def complete_version(lake_root: str, table: str, storage_options: dict | None = None) -> int | None:
-    """The version of `table` that the last complete run producing it left. None when no run writes
+    """The newest version of `table` that a complete run produced (runs may overlap: two ingests of
+    different days each produce a version, and the later one holds both). None when no run writes
     it (a lake from before runs were recorded, or a table written by hand): then the latest is meant."""
     writing = [r for r in stage_runs(lake_root, storage_options) if table in r.produced]
     if not writing:
@@ -65,4 +66,5 @@ def complete_version(lake_root: str, table: str, storage_options: dict | None = 
             f"{table}: no run that writes it has completed (the {started.stage} run started at "
             f"{started.at:%Y-%m-%d %H:%M:%S} UTC did not finish): run `dmf {started.stage}` again"
         )
-    return complete[-1].produced[table]
+    versions = [r.produced[table] for r in complete if r.produced[table] is not None]
+    return max(versions) if versions else None
