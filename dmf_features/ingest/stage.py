@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import reduce
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -164,10 +165,7 @@ def ingest(
         )
         commits.append(events_commit)
         progress("writing quarantine")
-        bad = [q.quarantine_rows(c.in_scope, files.name, c.target) for c in inputs]
-        quarantined = bad[0]
-        for rows in bad[1:]:
-            quarantined = quarantined.unionByName(rows)
+        quarantined = reduce(DataFrame.unionByName, [q.quarantine_rows(c.in_scope, files.name, c.target) for c in inputs])
         commits.append(
             lake.merge(
                 quarantined,
@@ -232,9 +230,7 @@ def _resolve_quarantine(lake: Lake, inputs: list[q.Classified], counts: list[Inp
     """Remove the quarantine rows of records this run kept: the quarantine says what is wrong now,
     not what once was. Records out of this run's scope are not looked at, so they stay as they are."""
     kept = [c.in_scope.where(F.col("reason").isNull()).select("record_id", F.lit(c.input).alias("input")) for c in inputs]
-    kept_ids = kept[0]
-    for more in kept[1:]:
-        kept_ids = kept_ids.unionByName(more)
+    kept_ids = reduce(DataFrame.unionByName, kept)
     if lake.exists(QUARANTINE.name):
         quarantined = lake.read(kept_ids.sparkSession, QUARANTINE.name).select("record_id")
         resolved = dict(kept_ids.join(quarantined, "record_id", "left_semi").groupBy("input").count().collect())
