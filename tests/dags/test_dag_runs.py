@@ -15,13 +15,13 @@ from pathlib import Path
 
 import mlflow
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
 from dmf_features.infra.config import load_config
 from dmf_features.orchestration.environment import airflow_environment
 from dmf_features.orchestration.services import Services, airflow, prepare
+from dmf_features.testing.delta_rows import table_rows
 
 pytestmark = pytest.mark.e2e
 START = dt.date(2021, 6, 1)
@@ -49,13 +49,7 @@ class Deployment:
 
     def rows(self, name: str) -> list[tuple]:
         """Every row with its partition values, in a canonical order: equal lists, equal tables."""
-        rows = []
-        for file in self.files(name):
-            partition = tuple(repr(v) for k, v in sorted(file.items()) if k.startswith("partition."))
-            rows += [
-                tuple(map(repr, row.values())) + partition for row in pq.read_table(self.lake / name / file["path"]).to_pylist()
-            ]
-        return sorted(rows)
+        return table_rows(self.lake / name)
 
     def days(self, name: str) -> set[str]:
         return {file["partition.date"].isoformat() for file in self.files(name) if file["num_records"]}
