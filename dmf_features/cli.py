@@ -341,16 +341,10 @@ def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
 def _account(cfg: Config, lake, account, progress: _Progress) -> int:
     """Print where the stage's rows went and log it to MLflow with the versions of the last complete runs."""
     from dmf_features.infra.accounting import log_account, pipeline_experiment
-    from dmf_features.infra.runs import IncompleteRunError
+    from dmf_features.infra.runs import readable_versions
 
     print(account.render(), flush=True)
-    versions = {}
-    for table in lake.tables():
-        try:
-            versions[table] = lake.complete_version(table)
-        except IncompleteRunError:  # another stage's run did not finish: no version of it to name
-            versions[table] = None
-    log_account(cfg.mlflow, account, versions)
+    log_account(cfg.mlflow, account, readable_versions(lake.root, lake.storage_options))
     progress(f"accounting logged to MLflow (experiment {pipeline_experiment(cfg.mlflow)!r})")
     return 0 if account.balanced else 1
 

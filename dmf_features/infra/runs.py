@@ -56,7 +56,19 @@ def complete_version(lake_root: str, table: str, storage_options: dict | None = 
     """The newest version of `table` that a complete run produced (runs may overlap: two ingests of
     different days each produce a version, and the later one holds both). None when no run writes
     it (a lake from before runs were recorded, or a table written by hand): then the latest is meant."""
-    writing = [r for r in stage_runs(lake_root, storage_options) if table in r.produced]
+    return _complete_version(stage_runs(lake_root, storage_options), table)
+
+
+def readable_versions(lake_root: str, storage_options: dict | None = None) -> dict[str, int]:
+    """`complete_version` of every table a complete run produced, from one read of `runs`."""
+    recorded = stage_runs(lake_root, storage_options)
+    tables = {t for r in recorded if r.status == COMPLETE for t in r.produced}
+    versions = {t: _complete_version(recorded, t) for t in sorted(tables)}
+    return {t: v for t, v in versions.items() if v is not None}
+
+
+def _complete_version(recorded: list[StageRun], table: str) -> int | None:
+    writing = [r for r in recorded if table in r.produced]
     if not writing:
         return None
     complete = [r for r in writing if r.status == COMPLETE]
