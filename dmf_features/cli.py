@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         "quarantine inputs that cannot be embedded with the reason, and build the FAISS index. "
         "Only new or changed items are embedded.",
     )
+    align = commands.add_parser(
+        "align",
+        parents=[common],
+        help="events (training period) + item_embeddings -> behaviour-aligned vectors, a new encoder version",
+        description="MIM's content-interest fine-tuning (C-SFT): per modality (alignment.modalities) train a "
+        "projection head over the frozen vectors with InfoNCE on pairs of items a user clicked close together, "
+        "using behaviour before the evaluation protocol's first validation boundary only (alignment.train_until "
+        "overrides), and write every item's aligned vector into item_embeddings as a new encoder version, "
+        "cold items included. Tracked in MLflow (experiment <mlflow.experiment>-alignment: settings, input "
+        "versions, loss curves, held-out recall). A re-run with the same inputs writes only vectors that are "
+        "missing. Build features on them with --set features.item_vectors=aligned. Settings: `alignment`.",
+    )
     features = commands.add_parser(
         "features",
         parents=[common, scoped],
@@ -169,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the items nearest to an item (fused vectors, cosine)",
         description="Print the items most similar to ITEM_ID by their fused title+image vectors, from the index "
-        "the embedding job built. Needs no Spark.",
+        "the embedding job built (or `dmf align`, for --version aligned). Needs no Spark.",
+    )
+    similar.add_argument(
+        "--version",
+        help="a fused encoder version, or `frozen` (the configured encoders') or `aligned` (the latest `dmf align`'s); "
+        "default: the index the last `dmf embed` built",
     )
     similar.add_argument("item_id", type=int, metavar="ITEM_ID")
     similar.add_argument("-k", type=int, default=10, help="how many neighbours (default: %(default)s)")
@@ -270,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         (ingest, _ingest),
         (validate, _validate),
         (embed, _embed),
+        (align, _align),
         (features, _features),
         (train, _train),
         (compare, _compare),
@@ -374,6 +392,16 @@ def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     return _account(cfg, lake, report.account, progress)
 
 
+def _align(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    from dmf_features.alignment import align_embeddings
+    from dmf_features.infra.lake import Lake
+    from dmf_features.infra.spark import get_spark
+
+    report = align_embeddings(get_spark(cfg.spark), cfg, Lake(cfg.lake), progress)
+    print(report.render(), flush=True)
+    return 0
+
+
 def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.features import build_features
     from dmf_features.infra.dates import DateScope
@@ -469,12 +497,26 @@ def _similar(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     from dmf_features.embedding.item_index import ItemIndex
     from dmf_features.infra.lake import Lake
 
-    index = ItemIndex.load(Lake(cfg.lake))
+    lake = Lake(cfg.lake)
+    index = ItemIndex.load(lake, _fused_version(args.version, cfg, lake) if args.version else None)
     neighbours = index.similar(args.item_id, args.k)
     print(f"items most similar to {args.item_id} {index.titles[args.item_id]!r} ({index.meta['version']}):")
     for rank, n in enumerate(neighbours, 1):
         print(f"  {rank:>2}. {n.similarity:6.3f}  {n.item_id:>8}  {n.title}")
     return 0
+
+
+def _fused_version(name: str, cfg: Config, lake) -> str:
+    """`frozen`, `aligned` or a literal fused encoder version."""
+    from dmf_features.alignment import aligned_versions
+    from dmf_features.embedding import encoder_versions
+    from dmf_features.schemas import FUSED
+
+    if name == "frozen":
+        return encoder_versions(cfg.embedding)[FUSED]
+    if name == "aligned":
+        return aligned_versions(lake)[FUSED]
+    return name
 
 
 def _recommend(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
@@ -547,7 +589,8 @@ def _airflow_env(args: argparse.Namespace, cfg: Config, progress: _Progress) -> 
 
 
 def _run(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
-    for stage in (_ingest, _validate, _embed, _features, _train):
+    stages = (_ingest, _validate, _embed, *((_align,) if cfg.alignment.enabled else ()), _features, _train)
+    for stage in stages:
         code = stage(args, cfg, progress)
         if code:
             print(f"dmf run: stopped at {stage.__name__.strip('_')} (exit {code})", file=sys.stderr)

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake_files import filesystem, publish_file
 from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS
 
 FOLDER = "_indexes/item_embeddings"
@@ -41,8 +41,9 @@ def _on_gpu(index: faiss.Index) -> faiss.Index:
     return faiss.index_cpu_to_all_gpus(index) if gpus > 0 else index
 
 
-def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
-    """Index every item's fused vector of `fused_version`; returns where it was saved."""
+def build_index(spark: SparkSession, lake: Lake, fused_version: str, latest: bool = True) -> str:
+    """Index every item's fused vector of `fused_version`; returns where it was saved. `latest`: point
+    `latest.json` (what `dmf similar` opens by default) at it."""
     rows = (
         lake.read(spark, ITEM_EMBEDDINGS.name)
         .where((F.col("modality") == FUSED) & (F.col("encoder_version") == fused_version))
@@ -76,10 +77,12 @@ def build_index(spark: SparkSession, lake: Lake, fused_version: str) -> str:
         pq.write_table(pa.table({"item_id": item_ids, "title": titles}), local / "items.parquet")
         (local / "meta.json").write_text(json.dumps(meta, indent=2))
         destination = f"{lake.root}/{FOLDER}/{slug}"
-        _upload(local, destination)
-        latest = Path(tmp) / "latest.json"
-        latest.write_text(json.dumps({"slug": slug, **meta}, indent=2))
-        _upload_file(latest, f"{lake.root}/{FOLDER}/latest.json")
+        for path in local.iterdir():
+            publish_file(path, f"{destination}/{path.name}")
+        if latest:
+            pointer = Path(tmp) / "latest.json"
+            pointer.write_text(json.dumps({"slug": slug, **meta}, indent=2))
+            publish_file(pointer, f"{lake.root}/{FOLDER}/latest.json")
     return destination
 
 
@@ -97,18 +100,24 @@ class ItemIndex:
         self.index, self.titles, self.meta = index, titles, meta
 
     @classmethod
-    def load(cls, lake: Lake, slug: str | None = None) -> ItemIndex:
-        fs, root = pafs.FileSystem.from_uri(lake.root if "://" in lake.root else f"file://{lake.root}")
+    def load(cls, lake: Lake, version: str | None = None) -> ItemIndex:
+        """The index of the fused `version` (default: the one `latest.json` points at)."""
+        fs, root = filesystem(lake.root)
         base = f"{root}/{FOLDER}"
-        if slug is None:
+        if version is None:
             try:
                 with fs.open_input_stream(f"{base}/latest.json") as f:
                     slug = json.loads(f.read())["slug"]
             except FileNotFoundError:
                 raise LookupError(f"no item index under {lake.root}: run the embedding job first (dmf embed)") from None
+        else:
+            slug = version_slug(version)
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("index.faiss", "items.parquet", "meta.json"):
-                pafs.copy_files(f"{base}/{slug}/{name}", f"{tmp}/{name}", source_filesystem=fs)
+            try:
+                for name in ("index.faiss", "items.parquet", "meta.json"):
+                    pafs.copy_files(f"{base}/{slug}/{name}", f"{tmp}/{name}", source_filesystem=fs)
+            except FileNotFoundError:
+                raise LookupError(f"no item index of {version} under {lake.root}: `dmf embed` or `dmf align` builds it") from None
             index = faiss.read_index(f"{tmp}/index.faiss")
             items = pq.read_table(f"{tmp}/items.parquet").to_pydict()
             meta = json.loads(Path(f"{tmp}/meta.json").read_text())
@@ -126,18 +135,3 @@ class ItemIndex:
     def _vector(self, item_id: int) -> np.ndarray:
         cpu = faiss.index_gpu_to_cpu(self.index) if hasattr(faiss, "index_gpu_to_cpu") and faiss.get_num_gpus() else self.index
         return cpu.reconstruct(int(item_id)).astype(np.float32)
-
-
-def _upload(local: Path, destination: str) -> None:
-    for path in local.iterdir():
-        _upload_file(path, f"{destination}/{path.name}")
-
-
-def _upload_file(path: Path, destination: str) -> None:
-    """Copy under a temporary name, then rename: a concurrent reader (`dmf similar`, another embed job)
-    sees the old file or the new one, never half of one."""
-    fs, target = pafs.FileSystem.from_uri(destination if "://" in destination else f"file://{destination}")
-    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
-    pafs.copy_files(str(path), partial, destination_filesystem=fs)
-    fs.move(partial, target)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dmf_features.embedding.encoders import EncoderSpec, load_encoder
-from dmf_features.infra.config import EmbeddingConfig, EncoderConfig
+from dmf_features.infra.config import Config, EmbeddingConfig, EncoderConfig
 from dmf_features.schemas import CONTENT_MODALITIES, FUSED
 
 
@@ -47,3 +47,9 @@ def encoder_versions(cfg: EmbeddingConfig) -> dict[str, str]:
     """The item_embeddings version of each modality (fused included) the configured encoders produce."""
     plan_list = plans(cfg)
     return {**{p.modality: p.version for p in plan_list}, FUSED: fused_version(cfg, plan_list)}
+
+
+def frozen_versions(cfg: Config) -> dict[str, str]:
+    """The versions features read unless aligned ones are asked for: `features.encoder_versions` when set,
+    else those the configured encoders produce (and what `dmf align` aligns)."""
+    return dict(cfg.features.encoder_versions or encoder_versions(cfg.embedding))

@@ -230,6 +230,11 @@ class FeaturesConfig(_Section):
         description="item_embeddings versions to read per modality (a modality left out is masked); "
         "default: the versions the configured encoders produce",
     )
+    item_vectors: Literal["frozen", "aligned"] = Field(
+        "frozen",
+        description="frozen: the configured encoders' vectors; aligned: those `dmf align` learned from behaviour "
+        "(its latest run, for each modality it aligned) in place of the frozen ones",
+    )
     batch_rows: int = Field(4096, ge=64, description="rows per Arrow batch in the feature UDF (bounds memory)")
 
     @model_validator(mode="after")
@@ -242,6 +247,32 @@ class FeaturesConfig(_Section):
         if self.top_k > self.long_history_length:
             raise ValueError(f"top_k ({self.top_k}) must not exceed long_history_length ({self.long_history_length})")
         return self
+
+
+class AlignmentConfig(_Section):
+    """`alignment:` MIM's content-interest fine-tuning (C-SFT): a projection head per modality over the frozen
+    vectors, trained with InfoNCE on pairs of items a user clicked close together, before the cut-off only."""
+
+    enabled: bool = Field(False, description="`dmf run` aligns after embedding and builds features on aligned vectors")
+    modalities: list[Modality] = Field(default_factory=lambda: list(MODALITIES), description="a head per modality")
+    train_until: dt.date | None = Field(
+        None,
+        description="use behaviour before this day only; default: the evaluation protocol's first validation "
+        "boundary, so no valid or test event of any fold is ever seen",
+    )
+    pair_window: int = Field(5, ge=1, description="a click pairs with each of the user's next this many clicks")
+    max_gap_days: float = Field(30.0, gt=0, description="... that follow it within this many days")
+    max_pairs: int = Field(2_000_000, ge=100, description="a seeded sample of pairs beyond this many")
+    heldout_fraction: float = Field(0.1, ge=0, lt=0.5, description="newest share of pairs kept out to pick the epoch")
+    dim: int = Field(128, ge=8, description="width of the aligned vectors")
+    hidden: int = Field(512, ge=8, description="hidden width of the head's MLP")
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature")
+    sampled_negatives: int = Field(1024, ge=0, description="uniformly drawn catalogue items per batch, beside in-batch ones")
+    batch_size: int = Field(1024, ge=8)
+    epochs: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
 
 
 class QualityConfig(_Section):
@@ -267,6 +298,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     features: FeaturesConfig = FeaturesConfig()
+    alignment: AlignmentConfig = AlignmentConfig()
     quality: QualityConfig = QualityConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()

@@ -1,0 +1,307 @@
+"""The alignment stage (MIM's C-SFT): `events` before the cut-off + frozen `item_embeddings` -> a new,
+behaviour-aligned encoder version per modality in `item_embeddings`.
+
+For each modality a projection head (`models/alignment.py`) is trained on the behaviour pairs
+(`pairs.py`) and applied to every item with a frozen vector, cold ones included. The version names
+its parent and a digest of everything that shaped it (parent version, settings, the pairs and the
+content hashes of the items in them), so the same inputs give the same version, and a valid or test
+event, never read, cannot change it. Like an encoder, a version is extended incrementally: a run
+embeds only items that lack it (new items, changed titles or posters) with the head saved under
+`<lake>/_alignment/<digest>/`, without training again. `_alignment/latest.json` names the newest
+versions and their lineage (parent, input table versions, cut-off), which `features.item_vectors:
+aligned` and `dmf similar --version aligned` read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from dmf_features.alignment.pairs import behaviour_pairs, training_cutoff
+from dmf_features.embedding.item_index import build_index
+from dmf_features.embedding.versions import frozen_versions
+from dmf_features.features.kernels.lookup import find_sorted
+from dmf_features.infra.config import Config
+from dmf_features.infra.lake import CommitResult, Lake
+from dmf_features.infra.lake_files import publish_file, read_bytes
+from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS
+from models.alignment import AlignedHead, train_head
+
+FOLDER = "_alignment"
+ENCODER = "c-sft-head"
+
+
+@dataclass
+class AlignedModality:
+    modality: str
+    parent: str
+    version: str
+    items: int  # items with a frozen vector: each gets an aligned one
+    pairs: int  # behaviour pairs between items with a vector
+    written: int = 0
+    unchanged: int = 0
+    trained: bool = False  # False: the head of an earlier run was reused
+    best_epoch: int = 0
+    heldout: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AlignReport:
+    cutoff: str
+    events_version: int | None
+    embeddings_version: int | None
+    modalities: list[AlignedModality]
+    commit: CommitResult | None = None
+    index_path: str | None = None
+    mlflow_run_id: str | None = None
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        lines = [
+            f"align in {self.seconds:.1f}s: behaviour before {self.cutoff} (events v{self.events_version}, "
+            f"item_embeddings v{self.embeddings_version})",
+            "",
+            f"  {'modality':<9}{'pairs':>10}{'items':>9}{'written':>9}{'head':>9}   held-out recall@10 frozen -> aligned",
+        ]
+        for m in self.modalities:
+            recall = (
+                f"{m.heldout['frozen_recall_at_10']:.3f} -> {m.heldout['aligned_recall_at_10']:.3f}" if m.heldout else "(reused)"
+            )
+            lines.append(
+                f"  {m.modality:<9}{m.pairs:>10,}{m.items:>9,}{m.written:>9,}{'trained' if m.trained else 'reused':>9}   {recall}"
+            )
+        lines += [f"  {m.modality} version: {m.version}" for m in self.modalities]
+        if self.commit is not None:
+            lines.append(f"  item_embeddings committed version {self.commit.version}")
+        else:
+            lines.append("  nothing new: every item already has its aligned vectors")
+        if self.index_path:
+            lines.append(f"  nearest-item index (aligned fused): {self.index_path}")
+        return "\n".join(lines)
+
+
+def aligned_versions(lake: Lake) -> dict[str, str]:
+    """{modality: aligned version} of the newest `dmf align` run; LookupError when there is none."""
+    manifest = read_manifest(lake)
+    if manifest is None:
+        raise LookupError(f"no aligned vectors under {lake.root}: run `dmf align` first")
+    return {m: entry["version"] for m, entry in manifest["modalities"].items()}
+
+
+def read_manifest(lake: Lake) -> dict | None:
+    data = read_bytes(f"{lake.root}/{FOLDER}/latest.json")
+    return json.loads(data) if data else None
+
+
+def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Callable[[str], None] = print) -> AlignReport:
+    started = time.monotonic()
+    for table, stage in ((EVENTS.name, "dmf ingest"), (ITEM_EMBEDDINGS.name, "dmf embed")):
+        if not lake.exists(table):
+            raise LookupError(f"the lake has no {table} table yet: run `{stage}` first")
+    events_version, embeddings_version = lake.complete_version(EVENTS.name), lake.complete_version(ITEM_EMBEDDINGS.name)
+    events = lake.read(spark, EVENTS.name, version=events_version)
+    cutoff = training_cutoff(cfg, events)
+    cutoff_text = dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat(timespec="seconds")
+    progress(f"behaviour pairs before {cutoff_text}")
+    pairs = behaviour_pairs(cfg, events, cutoff)
+    progress(f"{len(pairs):,} behaviour pairs")
+    parents = frozen_versions(cfg)
+    report = AlignReport(cutoff_text, events_version, embeddings_version, [])
+    new_rows, heads = [], {}
+    settings = cfg.alignment.model_dump(mode="json", exclude={"enabled", "modalities"})
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_experiment(f"{cfg.mlflow.experiment}-alignment")
+    with mlflow.start_run(run_name=f"align {cutoff_text[:10]}") as run:
+        report.mlflow_run_id = run.info.run_id
+        mlflow.log_params({**settings, "cutoff": cutoff_text, "events_version": events_version, "pairs": len(pairs)})
+        mlflow.log_params(
+            {"item_embeddings_version": embeddings_version, **{f"parent.{m}": parents[m] for m in cfg.alignment.modalities}}
+        )
+        for modality in cfg.alignment.modalities:
+            frozen = _frozen_vectors(spark, lake, modality, parents[modality], embeddings_version)
+            rows, found = find_sorted(frozen["ids"], pairs.reshape(-1))
+            usable = found.reshape(-1, 2).all(axis=1)
+            modality_pairs = rows.reshape(-1, 2)[usable]
+            version = _version(parents[modality], settings, frozen, modality_pairs)
+            aligned = AlignedModality(modality, parents[modality], version, len(frozen["ids"]), len(modality_pairs))
+            report.modalities.append(aligned)
+            todo = _missing(spark, lake, frozen, version)
+            aligned.unchanged = len(frozen["ids"]) - len(todo)
+            if not len(todo):
+                progress(f"{modality}: every item has {version}")
+                continue
+            head = _saved_head(lake, version, modality)
+            if head is None:
+                progress(f"{modality}: training a head on {len(modality_pairs):,} pairs over {len(frozen['ids']):,} items")
+                head = train_head(
+                    frozen["matrix"],
+                    modality_pairs,
+                    cfg.alignment,
+                    lambda epoch, metrics, m=modality: _log_epoch(m, epoch, metrics, progress),
+                )
+                aligned.trained, aligned.best_epoch, aligned.heldout = True, head.best_epoch, head.heldout
+                mlflow.log_metrics({f"{modality}.{k}": v for k, v in head.heldout.items()})
+                mlflow.log_metric(f"{modality}.best_epoch", head.best_epoch)
+                heads[(version, modality)] = head
+            vectors = head.apply(frozen["matrix"][todo])
+            new_rows.append(_rows(frozen, todo, vectors, modality, version))
+            aligned.written = len(todo)
+        curves = [m for m in report.modalities if m.trained]
+        if curves:
+            _log_loss_curves({m.modality: heads[(m.version, m.modality)].history for m in curves})
+
+    with lake.stage_run("align", cutoff_text[:10], [ITEM_EMBEDDINGS.name]) as read:
+        read.update({EVENTS.name: events_version, ITEM_EMBEDDINGS.name: embeddings_version})
+        for (version, modality), head in heads.items():
+            _save_head(lake, version, modality, head)
+        if new_rows:
+            table = pa.concat_tables(new_rows)
+            progress(f"writing {table.num_rows:,} aligned vectors")
+            report.commit = lake.merge(
+                spark.createDataFrame(table).coalesce(1),
+                ITEM_EMBEDDINGS.name,
+                ITEM_EMBEDDINGS.keys,
+                partition_by=ITEM_EMBEDDINGS.partition_by,
+                description="aligned item vectors",
+            )
+        _write_manifest(lake, report)
+    fused = next((m for m in report.modalities if m.modality == FUSED), None)
+    if fused is not None:
+        progress("building the nearest-item index over the aligned fused vectors")
+        report.index_path = build_index(spark, lake, fused.version, latest=False)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _frozen_vectors(spark: SparkSession, lake: Lake, modality: str, version: str, table_version: int | None) -> dict:
+    """ids (sorted), their input hashes and vectors [n, D] of one frozen version."""
+    arrow = (
+        lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
+        .where(F.col("encoder_version") == version)
+        .select("item_id", "input_hash", "vector")
+        .toArrow()
+    )
+    if arrow.num_rows == 0:
+        raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
+    ids = arrow.column("item_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    matrix = np.asarray(arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float32)
+    return {
+        "ids": ids[order].astype(np.int64),
+        "hashes": np.asarray(arrow.column("input_hash").to_pylist(), object)[order],
+        "matrix": np.ascontiguousarray(matrix.reshape(len(ids), -1)[order]),
+    }
+
+
+def _version(parent: str, settings: dict, frozen: dict, pair_rows: np.ndarray) -> str:
+    """c-sft:<digest>(<parent>): the digest covers the settings, the pairs and the content of their items."""
+    digest = hashlib.sha256(json.dumps({"parent": parent, "settings": settings}, sort_keys=True).encode())
+    digest.update(frozen["ids"][pair_rows].astype(np.int64).tobytes())
+    for h in frozen["hashes"][np.unique(pair_rows)]:
+        digest.update(str(h).encode())
+    return f"c-sft:{digest.hexdigest()[:12]}({parent})"
+
+
+def _missing(spark: SparkSession, lake: Lake, frozen: dict, version: str) -> np.ndarray:
+    """Rows of `frozen` whose item (at its current content) has no vector of `version` yet."""
+    have = (
+        lake.read(spark, ITEM_EMBEDDINGS.name)
+        .where(F.col("encoder_version") == version)
+        .select("item_id", "input_hash")
+        .toArrow()
+        .to_pylist()
+    )
+    done = {(r["item_id"], r["input_hash"]) for r in have}
+    return np.array([i for i, key in enumerate(zip(frozen["ids"].tolist(), frozen["hashes"])) if key not in done], np.int64)
+
+
+def _rows(frozen: dict, todo: np.ndarray, vectors: np.ndarray, modality: str, version: str) -> pa.Table:
+    n = len(todo)
+    return pa.table(
+        {
+            "item_id": pa.array(frozen["ids"][todo], pa.int64()),
+            "modality": pa.array([modality] * n, pa.string()),
+            "encoder": pa.array([ENCODER] * n, pa.string()),
+            "encoder_version": pa.array([version] * n, pa.string()),
+            "input_hash": pa.array(frozen["hashes"][todo].tolist(), pa.string()),
+            "dim": pa.array([vectors.shape[1]] * n, pa.int32()),
+            "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+            "embedded_at": pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def _head_uri(lake: Lake, version: str, modality: str) -> str:
+    slug = hashlib.sha256(version.encode()).hexdigest()[:16]
+    return f"{lake.root}/{FOLDER}/{slug}/{modality}.npz"
+
+
+def _saved_head(lake: Lake, version: str, modality: str) -> AlignedHead | None:
+    data = read_bytes(_head_uri(lake, version, modality))
+    return AlignedHead.from_bytes(data) if data else None
+
+
+def _save_head(lake: Lake, version: str, modality: str, head: AlignedHead) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.npz"
+        path.write_bytes(head.to_bytes())
+        publish_file(path, _head_uri(lake, version, modality))
+
+
+def _write_manifest(lake: Lake, report: AlignReport) -> None:
+    manifest = {
+        "cutoff": report.cutoff,
+        "events_version": report.events_version,
+        "item_embeddings_version_read": report.embeddings_version,
+        "item_embeddings_version_written": report.commit.version if report.commit else None,
+        "mlflow_run_id": report.mlflow_run_id,
+        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "modalities": {
+            m.modality: {k: v for k, v in asdict(m).items() if k in ("parent", "version", "pairs", "items", "heldout")}
+            for m in report.modalities
+        },
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latest.json"
+        path.write_text(json.dumps(manifest, indent=2))
+        publish_file(path, f"{lake.root}/{FOLDER}/latest.json")
+
+
+def _log_epoch(modality: str, epoch: int, metrics: dict[str, float], progress: Callable[[str], None]) -> None:
+    import mlflow
+
+    mlflow.log_metrics({f"{modality}.{k}": v for k, v in metrics.items()}, step=epoch)
+    progress(f"  {modality} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def _log_loss_curves(histories: dict[str, list[dict[str, float]]]) -> None:
+    """One panel per modality: training and held-out InfoNCE loss by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4 * len(histories), 3), squeeze=False)
+    for ax, (modality, history) in zip(axes[0], histories.items(), strict=True):
+        epochs = range(1, len(history) + 1)
+        for key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
+        ax.set(title=modality, xlabel="epoch", ylabel="InfoNCE loss")
+        ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "alignment_loss.png")
+    plt.close(fig)
