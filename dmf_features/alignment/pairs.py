@@ -46,7 +46,8 @@ def behaviour_pairs(cfg: Config, events: DataFrame, cutoff: int) -> np.ndarray:
     )
     max_gap = int(align.max_gap_days * 86_400 * 1_000_000)
     pairs = (
-        clicks.select("item_id", "micros", F.explode(following).alias("next"))
+        clicks.select("item_id", "micros", following.alias("following"))  # Spark explodes no window expression
+        .select("item_id", "micros", F.explode("following").alias("next"))
         .where(F.col("next.item_id").isNotNull() & (F.col("next.item_id") != F.col("item_id")))
         .where(F.col("next.micros") - F.col("micros") <= max_gap)
         .select(F.col("item_id").alias("anchor"), F.col("next.item_id").alias("positive"), F.col("next.micros").alias("micros"))

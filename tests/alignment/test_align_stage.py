@@ -1,0 +1,104 @@
+"""The alignment stage end to end on a tiny lake (real Spark, Delta and the real feature job)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmf_features.alignment import align_embeddings, aligned_versions
+from dmf_features.alignment.stage import ENCODER
+from dmf_features.features.stage import build_features
+from dmf_features.infra.config import load_config
+from dmf_features.infra.lake import Lake
+from dmf_features.testing.delta_rows import table_dicts
+from dmf_features.testing.feature_inputs import VERSIONS, write_events
+from dmf_features.testing.tiny_lake import build_tiny_lake
+from models.data import PinnedTable
+
+pytestmark = pytest.mark.e2e
+
+SMALL = [
+    "alignment.epochs=2",
+    "alignment.dim=8",
+    "alignment.hidden=16",
+    "alignment.sampled_negatives=16",
+    "alignment.batch_size=32",
+    "alignment.heldout_fraction=0.2",
+    "alignment.max_gap_days=5",
+]
+
+
+@pytest.fixture
+def tiny(spark, tmp_path):
+    config = build_tiny_lake(spark, tmp_path, users=8, items=30, events=300)
+    cfg = load_config(config, SMALL)
+    return cfg, Lake(cfg.lake)
+
+
+def _aligned(lake: Lake) -> pd.DataFrame:
+    rows = pd.DataFrame(table_dicts(lake.uri("item_embeddings"))).drop(columns="embedded_at")
+    return rows[rows.encoder == ENCODER].sort_values(["modality", "item_id"]).reset_index(drop=True)
+
+
+def _events(lake: Lake) -> pd.DataFrame:
+    return pd.DataFrame(table_dicts(lake.uri("events"))).drop(columns="date")
+
+
+def test_every_item_gets_an_aligned_vector_once(spark, tiny):
+    cfg, lake = tiny
+    report = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    aligned = _aligned(lake)
+    frozen = pd.DataFrame(table_dicts(lake.uri("item_embeddings")))
+    frozen = frozen[frozen.encoder != ENCODER]
+    for m in report.modalities:
+        # every item with a frozen vector, cold ones (in no pair) included; unit length, the head's width
+        assert set(aligned[aligned.modality == m.modality].item_id) == set(frozen[frozen.modality == m.modality].item_id)
+        assert m.version.startswith("c-sft:") and m.version.endswith(f"({VERSIONS[m.modality]})")
+        assert m.trained and m.written == m.items and m.pairs > 0
+    norms = np.linalg.norm(np.stack(aligned.vector.to_list()), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    assert set(aligned.dim) == {8}
+    manifest = json.loads(open(f"{lake.root}/_alignment/latest.json").read())
+    assert manifest["events_version"] == lake.complete_version("events")
+    assert {m: e["parent"] for m, e in manifest["modalities"].items()} == VERSIONS
+    assert aligned_versions(lake) == {m.modality: m.version for m in report.modalities}
+
+    again = align_embeddings(spark, cfg, lake, progress=lambda _: None)  # same inputs: same versions, nothing written
+    assert again.commit is None and [m.version for m in again.modalities] == [m.version for m in report.modalities]
+    assert len(_aligned(lake)) == len(aligned)
+
+
+def test_valid_and_test_events_do_not_change_the_aligned_vectors(spark, tiny):
+    cfg, lake = tiny
+    first = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    before = _aligned(lake)
+    events = _events(lake)
+    cutoff = pd.Timestamp(first.cutoff)
+    later = events.event_time >= cutoff
+    assert later.any() and (~later).any()
+    changed = events.copy()  # every event from the first validation day on: other items, flipped labels
+    changed.loc[later, "item_id"] = (changed.loc[later, "item_id"] % 30) + 1
+    changed.loc[later, "label"] = 1 - changed.loc[later, "label"]
+    write_events(spark, lake, changed.drop_duplicates(["user_id", "item_id", "event_time"]))
+    # the protocol's cut-off is a share of the rows: keep their number and times as they were
+    assert len(_events(lake)) == len(events)
+    second = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    assert second.cutoff == first.cutoff
+    assert [m.version for m in second.modalities] == [m.version for m in first.modalities]
+    pd.testing.assert_frame_equal(_aligned(lake), before)
+
+    # a training-period event does change them
+    changed.loc[~later, "label"] = 1 - changed.loc[~later, "label"]
+    write_events(spark, lake, changed.drop_duplicates(["user_id", "item_id", "event_time"]))
+    third = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    assert all(a.version != b.version for a, b in zip(third.modalities, first.modalities))
+
+
+def test_features_on_aligned_vectors(spark, tiny):
+    cfg, lake = tiny
+    report = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    aligned_cfg = load_config(cfg.source_file, [*SMALL, "features.item_vectors=aligned"])
+    build_features(spark, aligned_cfg, lake, progress=lambda _: None)
+    lineage = PinnedTable.open(lake.uri("samples")).lineage()
+    assert lineage.item_vectors == {m.modality: m.version for m in report.modalities}
