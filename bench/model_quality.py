@@ -125,6 +125,7 @@ def record(args: argparse.Namespace, result: dict) -> None:
         "best_baseline": best_baseline,
         "reference": result["reference"],
         "subsets": result["subsets"],
+        **{key: result[key] for key in ("vector_differences", "item_vectors") if key in result},
     }
     path = write_results(NAME, figures, settings, ["torch", "lightgbm", "scikit-learn"], args)
     report = args.from_report or Path(result["report"])
@@ -132,6 +133,11 @@ def record(args: argparse.Namespace, result: dict) -> None:
     print(f"results: {path}")
     diff = result["subsets"]["all"]["differences"][best_baseline]["auc"]
     cold = result["subsets"]["cold"]["models"]
+    aligned = {  # with `dmf compare --item-vectors frozen --item-vectors aligned`: DMF's paired aligned-minus-frozen AUC
+        f"dmf_aligned_minus_frozen_{subset}": result["vector_differences"][subset]["dmf@aligned"]["auc"]["estimate"]
+        for subset in ("all", "cold")
+        if "dmf@aligned" in result.get("vector_differences", {}).get(subset, {})
+    }
     print(
         final_line(
             NAME,
@@ -143,6 +149,7 @@ def record(args: argparse.Namespace, result: dict) -> None:
                 "diff_high": diff["high"],
                 "dmf_cold_auc": cold["dmf"]["auc"]["estimate"],
                 f"{best_baseline}_cold_auc": cold[best_baseline]["auc"]["estimate"],
+                **aligned,
             },
         )
     )

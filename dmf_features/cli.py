@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "child runs of one MLflow parent run, under the config's evaluation protocol. Prints and "
         "writes to reports/compare/ (JSON, markdown, PNG) and to the parent run: AUC, GAUC and "
         "logloss with user-bootstrap 95%% intervals, overall and on cold-start and rare items, and "
-        "each model's paired difference from --reference.",
+        "each model's paired difference from --reference. With --item-vectors frozen --item-vectors aligned, "
+        "each model that reads item vectors (and LightGBM) is trained on the samples built on each, and the "
+        "table adds each one's paired aligned-minus-frozen difference.",
     )
     compare.add_argument("--model", dest="models", action="append", help="a spec to include (default: all)")
     compare.add_argument(
@@ -157,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated seeds (default: each spec's training.seeds)",
     )
     compare.add_argument("--samples-version", type=int)
+    compare.add_argument(
+        "--item-vectors",
+        action="append",
+        choices=("frozen", "aligned"),
+        help="compare on the newest full feature build on these item vectors (repeatable; the first is the base)",
+    )
     tune = commands.add_parser(
         "tune",
         parents=[common],
@@ -457,7 +465,13 @@ def _compare(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
     unknown = sorted(set(args.baselines or ()) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown} (known: {', '.join(BASELINES)})")
-    evaluation, tracker = _training_setup(args, cfg, progress)
+    from models.experiment import open_training
+
+    labels = list(dict.fromkeys(args.item_vectors or ()))
+    if labels and args.samples_version is not None:
+        raise ValueError("--item-vectors finds the samples versions itself: leave out --samples-version")
+    evaluation, tracker = open_training(cfg, args.samples_version, progress, labels[0] if labels else None)
+    variants = {label: open_training(cfg, None, progress, label)[0] for label in labels[1:]}
     result = compare(
         specs,
         args.baselines or list(BASELINES),
@@ -467,6 +481,7 @@ def _compare(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
         args.seeds,
         args.reference,
         progress,
+        variants,
     )
     print(markdown(result), flush=True)
     return 0
@@ -508,15 +523,10 @@ def _similar(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
 
 def _fused_version(name: str, cfg: Config, lake) -> str:
     """`frozen`, `aligned` or a literal fused encoder version."""
-    from dmf_features.alignment import aligned_versions
-    from dmf_features.embedding import encoder_versions
+    from dmf_features.embedding.versions import item_vector_versions
     from dmf_features.schemas import FUSED
 
-    if name == "frozen":
-        return encoder_versions(cfg.embedding)[FUSED]
-    if name == "aligned":
-        return aligned_versions(lake)[FUSED]
-    return name
+    return item_vector_versions(cfg, lake.root, name)[FUSED] if name in ("frozen", "aligned") else name
 
 
 def _recommend(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:

@@ -183,6 +183,9 @@ IMAGE_STATUSES = ("ok", "missing", "empty", "corrupt", "too_large")
 LINEAGE_KEY = "dmf.lineage"  # the commit metadata entry that holds it
 
 
+FULL_SCOPE = "all dates"  # a feature build's scope when it covered every date
+
+
 @dataclass(frozen=True)
 class Lineage:
     """What a `samples` / `user_sequences` version was built from and with: input table versions,
@@ -192,7 +195,7 @@ class Lineage:
     events_version: int
     item_embeddings_version: int
     item_vectors: dict[str, str]  # modality -> encoder version
-    scope: str  # the dates the build covered
+    scope: str  # the dates the build covered (FULL_SCOPE: a full build)
     features: dict[str, Any]  # the feature settings used (the config's `features` section as JSON)
     bucket_edges: dict[str, list[float]] = field(default_factory=dict)  # modality -> its B - 1 boundaries
 

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from dmf_features.features.kernels.lookup import find_sorted
 from dmf_features.infra.faults import crash_point
 from dmf_features.infra.runs import complete_version
-from dmf_features.schemas import SAMPLES
+from dmf_features.schemas import FULL_SCOPE, LINEAGE_KEY, SAMPLES, Lineage
 from models.baselines import BASELINES, FoldRows, feature_matrix, item_mean_scores
 from models.batch import TARGET_VECTOR_MODALITY
 from models.config import ModelSpec
@@ -48,13 +49,24 @@ class DataSource:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
-def open_training(cfg: Config, samples_version: int | None = None, progress: Callable[[str], None] = print):
+def open_training(
+    cfg: Config,
+    samples_version: int | None = None,
+    progress: Callable[[str], None] = print,
+    item_vectors: str | None = None,
+):
     """The `Evaluation` of the lake's samples and the MLflow tracker of `cfg`. The samples are those of
-    the last complete feature run (never a half-written one, see `dmf_features.infra.runs`), or `samples_version`."""
+    the last complete feature run (never a half-written one, see `dmf_features.infra.runs`), or `samples_version`,
+    or with `item_vectors` (frozen, aligned) the newest complete full build on those item vectors."""
     lake_root = cfg.lake.uri.rstrip("/")
     storage_options = dict(cfg.lake.storage_options) or None
     if samples_version is None:
         samples_version = complete_version(lake_root, SAMPLES.name, storage_options)
+    if item_vectors is not None:
+        from dmf_features.embedding.versions import item_vector_versions
+
+        wanted = item_vector_versions(cfg, lake_root, item_vectors)
+        samples_version = built_on(f"{lake_root}/{SAMPLES.name}", wanted, samples_version, storage_options)
     source = DataSource(
         f"{lake_root}/samples",
         f"{lake_root}/item_embeddings",
@@ -63,6 +75,21 @@ def open_training(cfg: Config, samples_version: int | None = None, progress: Cal
         cfg.evaluation,
     )
     return Evaluation(source, progress), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+
+
+def built_on(samples_uri: str, item_vectors: dict[str, str], newest: int | None, storage_options: dict | None = None) -> int:
+    """The newest version of `samples`, up to `newest`, written by a full feature build on `item_vectors`."""
+    for entry in DeltaTable(samples_uri, storage_options=storage_options).history():
+        version = entry.get("version")
+        if LINEAGE_KEY not in entry or (newest is not None and version > newest):
+            continue
+        lineage = Lineage.from_json(entry[LINEAGE_KEY])
+        if lineage.item_vectors == item_vectors and lineage.scope == FULL_SCOPE:
+            return version
+    raise LookupError(
+        f"no full `dmf features` build of samples on {item_vectors}: run `dmf features` with features.item_vectors "
+        "set accordingly first"
+    )
 
 
 class Evaluation:
@@ -323,13 +350,21 @@ def compare(
     seeds: tuple[int, ...] | None = None,
     reference: str = "dmf",
     progress: Callable[[str], None] = print,
+    variants: dict[str, Evaluation] | None = None,
 ) -> dict:
     """Every baseline once and every spec once per seed, as child runs of one parent run; metrics on
     the pooled test rows with user-bootstrap 95% intervals, overall, on cold and on rare items, and
-    each model's paired difference from `reference`. Written as JSON, a markdown table and a figure."""
+    each model's paired difference from `reference`. Written as JSON, a markdown table and a figure.
+
+    `variants` ({label: Evaluation}) are the same rows with features built on other item vectors (e.g.
+    aligned ones): every model that reads item vectors, and LightGBM, is trained on each as
+    `<name>@<label>`, and `vector_differences` holds the paired difference (variant minus `evaluation`)."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     max_interactions = specs[0].cold_start_max_interactions if specs else 5
+    variants = variants or {}
+    orders = {label: row_order(evaluation, other) for label, other in variants.items()}
     runs: dict[str, list[RunResult]] = {}
+    pairs: dict[str, str] = {}  # variant run name -> the same model on `evaluation`'s vectors
     with tracker.parent(
         f"compare-{stamp}",
         {
@@ -337,15 +372,29 @@ def compare(
             "baselines": ",".join(baselines),
             "seeds": ",".join(map(str, seeds or ())),
             "protocol": evaluation.config.protocol,
+            "item_vector_variants": ",".join(variants),
         },
     ) as parent:
         for name in baselines:
             runs[name] = [baseline_run(name, evaluation, tracker, max_interactions, progress, parent)]
+            for label, other in variants.items():
+                if name in VECTOR_BASELINES:
+                    run = baseline_run(name, other, tracker, max_interactions, progress, parent)
+                    runs[f"{name}@{label}"], pairs[f"{name}@{label}"] = [_reordered(run, orders[label])], name
         for spec in specs:
-            runs[spec.name] = [
-                train_run(spec, seed, evaluation, tracker, progress, parent) for seed in (seeds or spec.training.seeds)
-            ]
+            seeds_of = seeds or spec.training.seeds
+            runs[spec.name] = [train_run(spec, seed, evaluation, tracker, progress, parent) for seed in seeds_of]
+            for label, other in variants.items():
+                if _reads_vectors(spec):
+                    trained = [train_run(spec, seed, other, tracker, progress, parent) for seed in seeds_of]
+                    runs[f"{spec.name}@{label}"] = [_reordered(r, orders[label]) for r in trained]
+                    pairs[f"{spec.name}@{label}"] = spec.name
         result = comparison(runs, evaluation, reference if reference in runs else next(iter(runs)), max_interactions)
+        if pairs:
+            result["vector_differences"] = _vector_differences(runs, pairs, evaluation, max_interactions)
+            result["item_vectors"] = {"base": evaluation.lineage.item_vectors} | {
+                label: other.lineage.item_vectors for label, other in variants.items()
+            }
         results_dir.mkdir(parents=True, exist_ok=True)
         path = results_dir / f"compare-{stamp}.json"
         result["report"] = str(path)
@@ -355,6 +404,63 @@ def compare(
         tracker.log_comparison(result, path)
     progress(f"comparison: {path} (.md, .png)")
     return result
+
+
+VECTOR_BASELINES = ("lightgbm",)  # baselines whose features come from item vectors (the similarity features)
+
+
+def _reads_vectors(spec: ModelSpec) -> bool:
+    return spec.kind != "din" or bool(spec.architecture.modalities)
+
+
+def row_order(base: Evaluation, other: Evaluation) -> np.ndarray:
+    """Positions in `other`'s pooled test rows of each of `base`'s, matched on (user, item, time): two
+    builds of `samples` hold the same rows in different file orders. An error when the rows differ."""
+    if describe(base.folds) != describe(other.folds):
+        raise ValueError(f"the samples versions resolve to different folds: {describe(base.folds)} vs {describe(other.folds)}")
+
+    def keys(e: Evaluation) -> np.ndarray:
+        rows = e.test_rows
+        return np.rec.fromarrays([e.index.user_ids[rows], e.index.item_ids[rows], e.index.seconds[rows]])
+
+    mine, theirs = keys(base), keys(other)
+    order_mine, order_theirs = np.argsort(mine, kind="stable"), np.argsort(theirs, kind="stable")
+    if len(mine) != len(theirs) or not np.array_equal(mine[order_mine], theirs[order_theirs]):
+        raise ValueError(
+            f"samples v{base.samples.version} and v{other.samples.version} hold different test rows: build both "
+            "from the same events"
+        )
+    if len(np.unique(mine)) != len(mine):
+        raise ValueError("test rows repeat a (user, item, time): they cannot be matched across samples versions")
+    position = np.empty(len(mine), np.int64)
+    position[order_mine] = order_theirs
+    return position
+
+
+def _reordered(run: RunResult, order: np.ndarray) -> RunResult:
+    run.probabilities = run.probabilities[order]
+    return run
+
+
+def _vector_differences(
+    runs: dict[str, list[RunResult]], pairs: dict[str, str], evaluation: Evaluation, max_interactions: int
+) -> dict:
+    """Per subset, each variant run's paired AUC / GAUC / logloss difference from its base run."""
+    predictions = evaluation.pooled_predictions(np.zeros(len(evaluation.test_rows)))
+    out = {}
+    for subset, mask in evaluation.subsets(max_interactions).items():
+        out[subset] = {}
+        for variant, base in pairs.items():
+            scores = {name: [r.probabilities[mask] for r in runs[name]] for name in (variant, base)}
+            intervals = bootstrap_metrics(
+                predictions.users[mask],
+                predictions.labels[mask],
+                scores,
+                variant,
+                resamples=evaluation.config.bootstrap_resamples,
+            )
+            out[subset][variant] = to_json_ready(intervals)["differences"][base]
+    return out
 
 
 def comparison(runs: dict[str, list[RunResult]], evaluation: Evaluation, reference: str, max_interactions: int) -> dict:
@@ -398,6 +504,20 @@ def markdown(result: dict) -> str:
                 f"| {model} | "
                 + " | ".join(format_interval(metrics[m]) for m in ("auc", "gauc", "logloss"))
                 + f" | {format_interval(diff, signed=True) if diff else '(reference)'} |"
+            )
+        lines.append("")
+    for subset, table in result.get("vector_differences", {}).items():
+        lines += [
+            f"**{subset}: {', '.join(sorted({v.split('@')[1] for v in table}))} minus base item vectors (paired)**",
+            "",
+            "| model | AUC difference [95% CI] | GAUC difference [95% CI] | logloss difference [95% CI] |",
+            "| --- | --- | --- | --- |",
+        ]
+        for variant, metrics in table.items():
+            lines.append(
+                f"| {variant} | "
+                + " | ".join(format_interval(metrics[m], signed=True) for m in ("auc", "gauc", "logloss"))
+                + " |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -5,4 +5,6 @@ encoder version in `item_embeddings` (`stage.py`; the training pairs in `pairs.p
 from dmf_features.infra.lazy_exports import lazy_exports
 
 __all__ = ["AlignReport", "align_embeddings", "aligned_versions"]
-__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, ".stage"))
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"AlignReport": ".stage", "align_embeddings": ".stage", "aligned_versions": ".manifest"}
+)

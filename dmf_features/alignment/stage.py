@@ -28,6 +28,7 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from dmf_features.alignment.manifest import FOLDER, write_manifest
 from dmf_features.alignment.pairs import behaviour_pairs, training_cutoff
 from dmf_features.embedding.item_index import build_index
 from dmf_features.embedding.versions import frozen_versions
@@ -38,7 +39,6 @@ from dmf_features.infra.lake_files import publish_file, read_bytes
 from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS
 from models.alignment import AlignedHead, train_head
 
-FOLDER = "_alignment"
 ENCODER = "c-sft-head"
 
 
@@ -89,19 +89,6 @@ class AlignReport:
         if self.index_path:
             lines.append(f"  nearest-item index (aligned fused): {self.index_path}")
         return "\n".join(lines)
-
-
-def aligned_versions(lake: Lake) -> dict[str, str]:
-    """{modality: aligned version} of the newest `dmf align` run; LookupError when there is none."""
-    manifest = read_manifest(lake)
-    if manifest is None:
-        raise LookupError(f"no aligned vectors under {lake.root}: run `dmf align` first")
-    return {m: entry["version"] for m, entry in manifest["modalities"].items()}
-
-
-def read_manifest(lake: Lake) -> dict | None:
-    data = read_bytes(f"{lake.root}/{FOLDER}/latest.json")
-    return json.loads(data) if data else None
 
 
 def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Callable[[str], None] = print) -> AlignReport:
@@ -262,22 +249,21 @@ def _save_head(lake: Lake, version: str, modality: str, head: AlignedHead) -> No
 
 
 def _write_manifest(lake: Lake, report: AlignReport) -> None:
-    manifest = {
-        "cutoff": report.cutoff,
-        "events_version": report.events_version,
-        "item_embeddings_version_read": report.embeddings_version,
-        "item_embeddings_version_written": report.commit.version if report.commit else None,
-        "mlflow_run_id": report.mlflow_run_id,
-        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "modalities": {
-            m.modality: {k: v for k, v in asdict(m).items() if k in ("parent", "version", "pairs", "items", "heldout")}
-            for m in report.modalities
+    write_manifest(
+        lake.root,
+        {
+            "cutoff": report.cutoff,
+            "events_version": report.events_version,
+            "item_embeddings_version_read": report.embeddings_version,
+            "item_embeddings_version_written": report.commit.version if report.commit else None,
+            "mlflow_run_id": report.mlflow_run_id,
+            "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "modalities": {
+                m.modality: {k: v for k, v in asdict(m).items() if k in ("parent", "version", "pairs", "items", "heldout")}
+                for m in report.modalities
+            },
         },
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "latest.json"
-        path.write_text(json.dumps(manifest, indent=2))
-        publish_file(path, f"{lake.root}/{FOLDER}/latest.json")
+    )
 
 
 def _log_epoch(modality: str, epoch: int, metrics: dict[str, float], progress: Callable[[str], None]) -> None:

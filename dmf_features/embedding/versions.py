@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dmf_features.alignment.manifest import aligned_versions
 from dmf_features.embedding.encoders import EncoderSpec, load_encoder
 from dmf_features.infra.config import Config, EmbeddingConfig, EncoderConfig
 from dmf_features.schemas import CONTENT_MODALITIES, FUSED
@@ -53,3 +54,13 @@ def frozen_versions(cfg: Config) -> dict[str, str]:
     """The versions features read unless aligned ones are asked for: `features.encoder_versions` when set,
     else those the configured encoders produce (and what `dmf align` aligns)."""
     return dict(cfg.features.encoder_versions or encoder_versions(cfg.embedding))
+
+
+def item_vector_versions(cfg: Config, lake_root: str, item_vectors: str | None = None) -> dict[str, str]:
+    """The item_embeddings version each modality's features are computed from: the frozen ones, or for
+    `item_vectors` (default: `features.item_vectors`) `aligned` the latest `dmf align` run's, for the
+    modalities it aligned. LookupError when aligned vectors are asked for and there are none."""
+    versions = frozen_versions(cfg)
+    if (item_vectors or cfg.features.item_vectors) == "aligned":
+        versions |= {m: v for m, v in aligned_versions(lake_root).items() if m in versions}
+    return versions

@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dmf_features.embedding.versions import frozen_versions
+from dmf_features.embedding.versions import item_vector_versions
 from dmf_features.features.history_order import newest_first_window
 from dmf_features.features.item_vectors import load_item_vectors
 from dmf_features.features.kernels.similarity import FeatureShape, bucket_edges
@@ -100,7 +100,11 @@ def build_features(
         )
 
     progress("loading item vectors")
-    report = FeaturesReport(str(scope), item_vector_versions(cfg, lake))
+    try:
+        versions = item_vector_versions(cfg, lake.root)
+    except LookupError as e:
+        raise FeaturesError(f"features.item_vectors is {features.item_vectors}, but {e}") from None
+    report = FeaturesReport(str(scope), versions)
     # the versions of the last complete ingest and embed runs: never half of a crashed run
     events_version, embeddings_version = lake.complete_version(EVENTS.name), lake.complete_version(ITEM_EMBEDDINGS.name)
     loaded = load_item_vectors(spark, lake, report.versions, embeddings_version)
@@ -131,22 +135,6 @@ def build_features(
     # the rest: item vectors and bucket edges, events read and cached, the split counts
     report.phases = {"setup": report.seconds - sum(report.phases.values()), **report.phases}
     return report
-
-
-def item_vector_versions(cfg: Config, lake: Lake) -> dict[str, str]:
-    """The item_embeddings version each modality's features are computed from: the frozen ones
-    (`embedding.versions.frozen_versions`), or with `features.item_vectors: aligned` the latest
-    `dmf align` run's for the modalities it aligned."""
-    versions = frozen_versions(cfg)
-    if cfg.features.item_vectors == "aligned":
-        from dmf_features.alignment import aligned_versions
-
-        try:
-            aligned = aligned_versions(lake)
-        except LookupError as e:
-            raise FeaturesError(f"features.item_vectors is aligned, but {e}") from None
-        versions |= {m: v for m, v in aligned.items() if m in versions}
-    return versions
 
 
 def _build(

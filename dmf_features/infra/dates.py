@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from dmf_features.schemas import FULL_SCOPE
+
 
 @dataclass(frozen=True)
 class DateScope:
@@ -41,4 +43,4 @@ class DateScope:
         return None
 
     def __str__(self) -> str:
-        return f"date {self.date}" if self.date else f"dates since {self.since}" if self.since else "all dates"
+        return f"date {self.date}" if self.date else f"dates since {self.since}" if self.since else FULL_SCOPE

@@ -1,6 +1,7 @@
 """The alignment stage end to end on a tiny lake (real Spark, Delta and the real feature job)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,9 @@ from dmf_features.infra.lake import Lake
 from dmf_features.testing.delta_rows import table_dicts
 from dmf_features.testing.feature_inputs import VERSIONS, write_events
 from dmf_features.testing.tiny_lake import build_tiny_lake
+from models.config import load_model_spec
 from models.data import PinnedTable
+from models.experiment import compare, open_training, row_order
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +65,7 @@ def test_every_item_gets_an_aligned_vector_once(spark, tiny):
     manifest = json.loads(open(f"{lake.root}/_alignment/latest.json").read())
     assert manifest["events_version"] == lake.complete_version("events")
     assert {m: e["parent"] for m, e in manifest["modalities"].items()} == VERSIONS
-    assert aligned_versions(lake) == {m.modality: m.version for m in report.modalities}
+    assert aligned_versions(lake.root) == {m.modality: m.version for m in report.modalities}
 
     again = align_embeddings(spark, cfg, lake, progress=lambda _: None)  # same inputs: same versions, nothing written
     assert again.commit is None and [m.version for m in again.modalities] == [m.version for m in report.modalities]
@@ -95,10 +98,41 @@ def test_valid_and_test_events_do_not_change_the_aligned_vectors(spark, tiny):
     assert all(a.version != b.version for a, b in zip(third.modalities, first.modalities))
 
 
-def test_features_on_aligned_vectors(spark, tiny):
+def test_models_compare_on_frozen_and_aligned_vectors(spark, tiny, tmp_path):
+    """Features on aligned vectors are a second samples build; compare trains each vector-reading model
+    on both and pairs their predictions row by row."""
     cfg, lake = tiny
     report = align_embeddings(spark, cfg, lake, progress=lambda _: None)
     aligned_cfg = load_config(cfg.source_file, [*SMALL, "features.item_vectors=aligned"])
     build_features(spark, aligned_cfg, lake, progress=lambda _: None)
     lineage = PinnedTable.open(lake.uri("samples")).lineage()
     assert lineage.item_vectors == {m.modality: m.version for m in report.modalities}
+
+    frozen, tracker = open_training(cfg, progress=lambda _: None, item_vectors="frozen")
+    aligned, _ = open_training(cfg, progress=lambda _: None, item_vectors="aligned")
+    assert aligned.samples.version > frozen.samples.version  # the tiny lake's build, then this one
+    order = row_order(frozen, aligned)
+    for column in ("user_ids", "item_ids", "seconds", "labels"):
+        np.testing.assert_array_equal(
+            getattr(frozen.index, column)[frozen.test_rows], getattr(aligned.index, column)[aligned.test_rows][order]
+        )
+    spec = load_model_spec("dmf")
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 1, "batch_size": 32})})
+    result = compare(
+        [spec],
+        ["item_mean", "lightgbm"],
+        frozen,
+        tracker,
+        tmp_path / "reports",
+        (0,),
+        "dmf",
+        lambda _: None,
+        {"aligned": aligned},
+    )
+    assert list(result["subsets"]["all"]["models"]) == ["item_mean", "lightgbm", "lightgbm@aligned", "dmf", "dmf@aligned"]
+    assert set(result["vector_differences"]) == {"all", "cold", "rare"}
+    difference = result["vector_differences"]["all"]["dmf@aligned"]["auc"]
+    models = result["subsets"]["all"]["models"]
+    assert difference["estimate"] == pytest.approx(models["dmf@aligned"]["auc"]["estimate"] - models["dmf"]["auc"]["estimate"])
+    assert result["item_vectors"]["aligned"] == lineage.item_vectors
+    assert "minus base item vectors" in (tmp_path / "reports" / Path(result["report"]).name).with_suffix(".md").read_text()

@@ -27,7 +27,9 @@ def planted():
         t = r.integers(0, TOPICS, n)
         return np.stack([r.choice(warm_by_topic[k], 2, replace=False) for k in t]).astype(np.int64)
 
-    head = train_head(vectors, pairs(6_000, 1), AlignmentConfig(epochs=6, dim=32, hidden=64, sampled_negatives=128, batch_size=256))
+    head = train_head(
+        vectors, pairs(6_000, 1), AlignmentConfig(epochs=6, dim=32, hidden=64, sampled_negatives=128, batch_size=256)
+    )
     return vectors, topic, cold, head, pairs
 
 
