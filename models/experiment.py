@@ -386,7 +386,10 @@ def compare(
             runs[spec.name] = [train_run(spec, seed, evaluation, tracker, progress, parent) for seed in seeds_of]
             for label, other in variants.items():
                 if _reads_vectors(spec):
-                    trained = [train_run(spec, seed, other, tracker, progress, parent) for seed in seeds_of]
+                    # its own run and registered-model name: a model on aligned features must never be taken
+                    # for a new version of the frozen-vector model that serving and the promotion gate follow
+                    renamed = spec.model_copy(update={"name": f"{spec.name}-{label}"})
+                    trained = [train_run(renamed, seed, other, tracker, progress, parent) for seed in seeds_of]
                     runs[f"{spec.name}@{label}"] = [_reordered(r, orders[label]) for r in trained]
                     pairs[f"{spec.name}@{label}"] = spec.name
         result = comparison(runs, evaluation, reference if reference in runs else next(iter(runs)), max_interactions)

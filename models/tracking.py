@@ -72,8 +72,18 @@ class Tracker:
             for model, values in table["models"].items():
                 for metric, interval in values.items():
                     for part in ("estimate", "low", "high"):
-                        metrics[f"{model}.{subset}_{metric}_{part}"] = interval[part]
+                        metrics[f"{_metric_name(model)}.{subset}_{metric}_{part}"] = interval[part]
+        for subset, table in result.get("vector_differences", {}).items():
+            for model, values in table.items():
+                for metric, interval in values.items():
+                    for part in ("estimate", "low", "high"):
+                        metrics[f"vectors.{_metric_name(model)}.{subset}_{metric}_diff_{part}"] = interval[part]
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+
+
+def _metric_name(model: str) -> str:
+    """`dmf@aligned` as `dmf.aligned`: MLflow metric names allow no @."""
+    return model.replace("@", ".")
 
 
 @dataclass
