@@ -1,5 +1,6 @@
 """The alignment stage end to end on a tiny lake (real Spark, Delta and the real feature job)."""
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from dmf_features.alignment import align_embeddings, aligned_versions
 from dmf_features.alignment.stage import ENCODER
 from dmf_features.features.stage import build_features
 from dmf_features.infra.config import load_config
-from dmf_features.infra.lake import Lake
+from dmf_features.infra.lake import Lake, spark_schema
+from dmf_features.schemas import ITEM_EMBEDDINGS
 from dmf_features.testing.delta_rows import table_dicts
-from dmf_features.testing.feature_inputs import VERSIONS, write_events
+from dmf_features.testing.feature_inputs import VERSIONS, random_vectors, write_events
 from dmf_features.testing.tiny_lake import build_tiny_lake
 from models.config import load_model_spec
 from models.data import PinnedTable
@@ -70,6 +72,20 @@ def test_every_item_gets_an_aligned_vector_once(spark, tiny):
     again = align_embeddings(spark, cfg, lake, progress=lambda _: None)  # same inputs: same versions, nothing written
     assert again.commit is None and [m.version for m in again.modalities] == [m.version for m in report.modalities]
     assert len(_aligned(lake)) == len(aligned)
+
+    # a new item (no behaviour yet) gets vectors of the same versions from the saved heads, and nothing else changes
+    new_item = random_vectors([31], {"text": 4, "image": 3, "fused": 7}, seed=5)
+    rows = [
+        (31, m, "test", VERSIONS[m], "h31", len(matrix[0]), [float(x) for x in matrix[0]], dt.datetime(2024, 1, 9, tzinfo=dt.UTC))
+        for m, (_, matrix) in new_item.items()
+    ]
+    with lake.stage_run("embed", "items", ["item_embeddings"]):  # as `dmf embed` adds them: readers see complete runs
+        lake.merge(spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings", ITEM_EMBEDDINGS.keys)
+    extended = align_embeddings(spark, cfg, lake, progress=lambda _: None)
+    assert [(m.version, m.written, m.trained) for m in extended.modalities] == [(m.version, 1, False) for m in report.modalities]
+    after = _aligned(lake)
+    pd.testing.assert_frame_equal(after[after.item_id != 31].reset_index(drop=True), aligned)
+    assert sorted(after[after.item_id == 31].modality) == ["fused", "image", "text"]
 
 
 def test_valid_and_test_events_do_not_change_the_aligned_vectors(spark, tiny):

@@ -43,22 +43,34 @@ def test_aligned_space_ranks_co_clicked_items_closer(planted):
     assert head.history[-1]["train_loss"] < head.history[0]["train_loss"]
 
 
-def test_cold_items_score_better_on_aligned_vectors(planted):
-    """Target-aware similarity (DMF's feature: mean cosine between the target and the user's history)
-    on cold targets; a click when the target shares the user's topic."""
+def test_a_model_on_aligned_vectors_scores_cold_items_better(planted):
+    """A click model on DMF's target-aware similarity features (mean and max cosine between the target
+    and the user's history), fitted on warm targets and scored on cold ones (in no training pair); a
+    click when the target shares the user's topic."""
+    from sklearn.linear_model import LogisticRegression
+
     vectors, topic, cold, head, _ = planted
     rng = np.random.default_rng(3)
-    users = rng.integers(0, TOPICS, 500)
-    histories = [rng.choice(np.flatnonzero((topic == t) & ~cold), 10) for t in users]
-    targets = rng.choice(np.flatnonzero(cold), len(users))
-    labels = (topic[targets] == users).astype(float)
 
-    def auc(space):
+    def rows(targets_from, n):
+        users = rng.integers(0, TOPICS, n)
+        histories = [rng.choice(np.flatnonzero((topic == t) & ~cold), 10) for t in users]
+        targets = rng.choice(np.flatnonzero(targets_from), n)
+        return histories, targets, (topic[targets] == users).astype(int)
+
+    train, test = rows(~cold, 2_000), rows(cold, 1_000)
+
+    def cold_auc(space):
         unit = space / np.linalg.norm(space, axis=1, keepdims=True)
-        scores = np.array([unit[h].mean(axis=0) @ unit[t] for h, t in zip(histories, targets)])
-        return weighted_auc(labels, scores, np.ones(len(labels)))
 
-    frozen, aligned = auc(vectors), auc(head.apply(vectors))
+        def features(histories, targets, _):
+            sims = [unit[h] @ unit[t] for h, t in zip(histories, targets)]
+            return np.array([[s.mean(), s.max()] for s in sims])
+
+        model = LogisticRegression().fit(features(*train), train[2])
+        return weighted_auc(test[2], model.predict_proba(features(*test))[:, 1], np.ones(len(test[2])))
+
+    frozen, aligned = cold_auc(vectors), cold_auc(head.apply(vectors))
     assert aligned > frozen + 0.05, (frozen, aligned)
 
 
