@@ -16,12 +16,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dmf_features.embedding.encoders.text import TransformersTextEncoder
 from dmf_features.infra.config import AlignmentConfig
 from models.train import seed_everything
 
@@ -84,14 +86,10 @@ def train_head(
         raise ValueError(f"alignment needs at least 2 behaviour pairs, got {len(pairs)}")
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    split = len(pairs) - int(len(pairs) * cfg.heldout_fraction)
-    train, heldout = pairs[:split], pairs[split:]
+    train, heldout = _split(pairs, cfg.heldout_fraction)
     both_ways = np.concatenate([train, train[:, ::-1]])  # the relation is symmetric
     table = torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
-    # log-probability of each item showing up as an in-batch negative (its share of positives), and of a uniform draw
-    counts = np.bincount(both_ways[:, 1], minlength=len(vectors)).astype(np.float64)
-    log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32))
-    log_uniform = float(np.log(1.0 / len(vectors)))
+    log_q, log_uniform = _proposals(both_ways, len(vectors))
     head = ProjectionHead(table.shape[1], cfg.hidden, cfg.dim)
     optimiser = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     result = AlignedHead(head)
@@ -135,16 +133,52 @@ def _info_nce(
     log_uniform: float,
     temperature: float,
 ) -> torch.Tensor:
-    anchors, positives = head(table[batch[:, 0]]), head(table[batch[:, 1]])
-    in_batch = anchors @ positives.T / temperature - log_q[batch[:, 1]][None, :]
-    # another pair's positive that is this pair's positive item too is not a negative
-    same_item = batch[:, 1][None, :] == batch[:, 1][:, None]
-    in_batch = in_batch.masked_fill(same_item & ~torch.eye(len(batch), dtype=torch.bool), float("-inf"))
+    negative_vectors = head(table[negatives]) if len(negatives) else None
+    return contrastive_loss(
+        head(table[batch[:, 0]]),
+        head(table[batch[:, 1]]),
+        batch[:, 1],
+        negative_vectors,
+        negatives,
+        log_q,
+        log_uniform,
+        temperature,
+    )
+
+
+def contrastive_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    positive_ids: torch.Tensor,
+    negative_vectors: torch.Tensor | None,
+    negative_ids: torch.Tensor,
+    log_q: torch.Tensor,
+    log_uniform: float,
+    temperature: float,
+) -> torch.Tensor:
+    """InfoNCE of unit `anchors` against their `positives`, the batch's other positives and the sampled
+    negatives, each logit less the log-probability of drawing its item (`log_q` in batch, `log_uniform`
+    sampled); an item equal to the anchor's positive is never its negative."""
+    in_batch = anchors @ positives.T / temperature - log_q[positive_ids][None, :]
+    same_item = positive_ids[None, :] == positive_ids[:, None]
+    in_batch = in_batch.masked_fill(same_item & ~torch.eye(len(anchors), dtype=torch.bool), float("-inf"))
     logits = [in_batch]
-    if len(negatives):
-        sampled = anchors @ head(table[negatives]).T / temperature - log_uniform
-        logits.append(sampled.masked_fill(negatives[None, :] == batch[:, 1][:, None], float("-inf")))
-    return F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(batch)))
+    if negative_vectors is not None:
+        sampled = anchors @ negative_vectors.T / temperature - log_uniform
+        logits.append(sampled.masked_fill(negative_ids[None, :] == positive_ids[:, None], float("-inf")))
+    return F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(anchors)))
+
+
+def _proposals(pairs: np.ndarray, items: int) -> tuple[torch.Tensor, float]:
+    """Log-probability of each item showing up as an in-batch negative (its share of positives), and of a uniform draw."""
+    counts = np.bincount(pairs[:, 1], minlength=items).astype(np.float64)
+    return torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)), float(np.log(1.0 / items))
+
+
+def _split(pairs: np.ndarray, heldout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The newest `heldout_fraction` of the (time-ordered) pairs apart, to choose the epoch on."""
+    split = len(pairs) - int(len(pairs) * heldout_fraction)
+    return pairs[:split], pairs[split:]
 
 
 def _heldout_loss(
@@ -176,3 +210,85 @@ def ranking_quality(vectors: np.ndarray, pairs: np.ndarray, k: int = 10, max_pai
         ranks.append((scores > target[:, None]).sum(axis=1) + 1)
     ranks = np.concatenate(ranks) if ranks else np.zeros(0)
     return {f"recall_at_{k}": float(np.mean(ranks <= k)), "mean_rank": float(np.mean(ranks))}
+
+
+@dataclass
+class TunedTextEncoder:
+    """A text encoder whose last layers were fine-tuned on behaviour pairs, its history and held-out ranking."""
+
+    encoder: TransformersTextEncoder
+    history: list[dict[str, float]] = field(default_factory=list)
+    heldout: dict[str, float] = field(default_factory=dict)
+
+    def embed(self, titles: list[str]) -> np.ndarray:
+        return self.encoder.embed(titles)
+
+    def save(self, folder: Path) -> None:
+        """`from_pretrained`-loadable (safetensors weights, config, tokenizer)."""
+        self.encoder.model.save_pretrained(folder)
+        self.encoder.tokenizer.save_pretrained(folder)
+
+
+def tune_text_encoder(
+    folder: str | Path | None,
+    titles: list[str],
+    pairs: np.ndarray,
+    cfg: AlignmentConfig,
+    on_epoch: Callable[[int, dict[str, float]], None] = lambda *_: None,
+) -> TunedTextEncoder:
+    """Fine-tune the last `cfg.text_encoder_layers` transformer layers of the text encoder in `folder`
+    (None: the shipped MiniLM) with the same InfoNCE as the heads, on at most `text_encoder_pairs` of
+    `pairs` (row numbers into `titles`, time-ordered); the rest of the model stays frozen, so on a CPU
+    this takes minutes. The newest `heldout_fraction` of the pairs measure ranking before and after."""
+    seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    encoder = TransformersTextEncoder(folder, device=torch.device("cpu"), max_tokens=cfg.text_encoder_max_tokens)
+    train, heldout = _split(pairs, cfg.heldout_fraction)
+    if len(train) > cfg.text_encoder_pairs:  # the newest ones: closest in time to what the vectors will serve
+        train = train[-cfg.text_encoder_pairs :]
+    frozen = encoder.embed(titles) if len(heldout) else None
+    layers = encoder.model.encoder.layer
+    for parameter in encoder.model.parameters():
+        parameter.requires_grad = False
+    tuned = [p for layer in layers[len(layers) - cfg.text_encoder_layers :] for p in layer.parameters()]
+    for parameter in tuned:
+        parameter.requires_grad = True
+    optimiser = torch.optim.AdamW(tuned, lr=cfg.text_encoder_learning_rate, weight_decay=cfg.weight_decay)
+    both_ways = np.concatenate([train, train[:, ::-1]])
+    log_q, log_uniform = _proposals(both_ways, len(titles))
+    result = TunedTextEncoder(encoder)
+    batch_size = cfg.text_encoder_batch_size
+    for epoch in range(1, cfg.text_encoder_epochs + 1):
+        encoder.model.train()
+        order = torch.randperm(len(both_ways), generator=generator).numpy()
+        losses = []
+        for start in range(0, len(order), batch_size):
+            batch = torch.from_numpy(both_ways[order[start : start + batch_size]])
+            negatives = torch.randint(0, len(titles), (min(cfg.sampled_negatives, batch_size),), generator=generator)
+            # each distinct title of the step through the encoder once
+            distinct, rows = torch.unique(torch.cat([batch[:, 0], batch[:, 1], negatives]), return_inverse=True)
+            vectors = F.normalize(encoder._forward([titles[i] for i in distinct.tolist()]).float(), dim=-1)
+            n = len(batch)
+            loss = contrastive_loss(
+                vectors[rows[:n]],
+                vectors[rows[n : 2 * n]],
+                batch[:, 1],
+                vectors[rows[2 * n :]],
+                negatives,
+                log_q,
+                log_uniform,
+                cfg.temperature,
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        encoder.model.eval()
+        result.history.append({"train_loss": float(np.mean(losses))})
+        on_epoch(epoch, result.history[-1])
+    if frozen is not None:
+        result.heldout = {
+            **{f"frozen_{k}": v for k, v in ranking_quality(frozen, heldout).items()},
+            **{f"aligned_{k}": v for k, v in ranking_quality(result.embed(titles), heldout).items()},
+        }
+    return result

@@ -15,6 +15,7 @@ aligned` and `dmf similar --version aligned` read.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import tempfile
@@ -25,21 +26,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from dmf_features.alignment.manifest import FOLDER, write_manifest
 from dmf_features.alignment.pairs import behaviour_pairs, training_cutoff
+from dmf_features.embedding.encoders.text import TransformersTextEncoder
 from dmf_features.embedding.item_index import build_index
 from dmf_features.embedding.versions import frozen_versions
 from dmf_features.features.kernels.lookup import find_sorted
-from dmf_features.infra.config import Config
+from dmf_features.infra.config import Config, ConfigError
 from dmf_features.infra.lake import CommitResult, Lake
-from dmf_features.infra.lake_files import publish_file, read_bytes
-from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS
-from models.alignment import AlignedHead, train_head
+from dmf_features.infra.lake_files import copy_folder, publish_file, read_bytes
+from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS, ITEMS
+from models.alignment import AlignedHead, TunedTextEncoder, train_head, tune_text_encoder
 
-ENCODER = "c-sft-head"
+HEAD_ENCODER = "c-sft-head"
 
 
 @dataclass
@@ -47,12 +50,12 @@ class AlignedModality:
     modality: str
     parent: str
     version: str
+    encoder: str  # c-sft-head, or c-sft-<text encoder> when the text encoder itself was tuned
     items: int  # items with a frozen vector: each gets an aligned one
     pairs: int  # behaviour pairs between items with a vector
     written: int = 0
     unchanged: int = 0
-    trained: bool = False  # False: the head of an earlier run was reused
-    best_epoch: int = 0
+    trained: bool = False  # False: the head (or tuned encoder) of an earlier run was reused
     heldout: dict[str, float] = field(default_factory=dict)
 
 
@@ -105,7 +108,7 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
     progress(f"{len(pairs):,} behaviour pairs")
     parents = frozen_versions(cfg)
     report = AlignReport(cutoff_text, events_version, embeddings_version, [])
-    new_rows, heads = [], {}
+    new_rows, trained = [], {}
     settings = cfg.alignment.model_dump(mode="json", exclude={"enabled", "modalities"})
     import mlflow
 
@@ -122,38 +125,40 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
             rows, found = find_sorted(frozen["ids"], pairs.reshape(-1))
             usable = found.reshape(-1, 2).all(axis=1)
             modality_pairs = rows.reshape(-1, 2)[usable]
-            version = _version(parents[modality], settings, frozen, modality_pairs)
-            aligned = AlignedModality(modality, parents[modality], version, len(frozen["ids"]), len(modality_pairs))
+            encoder = _encoder(modality, cfg)
+            version = _version(encoder, parents[modality], settings, frozen, modality_pairs)
+            aligned = AlignedModality(modality, parents[modality], version, encoder, len(frozen["ids"]), len(modality_pairs))
             report.modalities.append(aligned)
             todo = _missing(spark, lake, frozen, version)
             aligned.unchanged = len(frozen["ids"]) - len(todo)
             if not len(todo):
                 progress(f"{modality}: every item has {version}")
                 continue
-            head = _saved_head(lake, version, modality)
-            if head is None:
-                progress(f"{modality}: training a head on {len(modality_pairs):,} pairs over {len(frozen['ids']):,} items")
-                head = train_head(
-                    frozen["matrix"],
-                    modality_pairs,
-                    cfg.alignment,
-                    lambda epoch, metrics, m=modality: _log_epoch(m, epoch, metrics, progress),
-                )
-                aligned.trained, aligned.best_epoch, aligned.heldout = True, head.best_epoch, head.heldout
-                mlflow.log_metrics({f"{modality}.{k}": v for k, v in head.heldout.items()})
-                mlflow.log_metric(f"{modality}.best_epoch", head.best_epoch)
-                heads[(version, modality)] = head
-            vectors = head.apply(frozen["matrix"][todo])
-            new_rows.append(_rows(frozen, todo, vectors, modality, version))
+            tune_text = modality == "text" and cfg.alignment.text_encoder_layers > 0
+            titles = _titles(spark, lake, frozen["ids"]) if tune_text else None
+            model = _saved_model(lake, aligned, cfg)
+            if model is None:
+                what = f"the text encoder's last {cfg.alignment.text_encoder_layers} layer(s)" if tune_text else "a head"
+                progress(f"{modality}: training {what} on {len(modality_pairs):,} pairs over {len(frozen['ids']):,} items")
+                on_epoch = functools.partial(_log_epoch, modality, progress=progress)
+                if tune_text:
+                    model = tune_text_encoder(cfg.embedding.text.path, titles, modality_pairs, cfg.alignment, on_epoch)
+                else:
+                    model = train_head(frozen["matrix"], modality_pairs, cfg.alignment, on_epoch)
+                aligned.trained, aligned.heldout = True, model.heldout
+                mlflow.log_metrics({f"{modality}.{k}": v for k, v in model.heldout.items()})
+                trained[(version, modality)] = model
+            vectors = model.embed([titles[i] for i in todo]) if tune_text else model.apply(frozen["matrix"][todo])
+            new_rows.append(_rows(frozen, todo, vectors, modality, version, aligned.encoder))
             aligned.written = len(todo)
         curves = [m for m in report.modalities if m.trained]
         if curves:
-            _log_loss_curves({m.modality: heads[(m.version, m.modality)].history for m in curves})
+            _log_loss_curves({m.modality: trained[(m.version, m.modality)].history for m in curves})
 
     with lake.stage_run("align", cutoff_text[:10], [ITEM_EMBEDDINGS.name]) as read:
         read.update({EVENTS.name: events_version, ITEM_EMBEDDINGS.name: embeddings_version})
-        for (version, modality), head in heads.items():
-            _save_head(lake, version, modality, head)
+        for (version, modality), model in trained.items():
+            _save_model(lake, version, modality, model)
         if new_rows:
             table = pa.concat_tables(new_rows)
             progress(f"writing {table.num_rows:,} aligned vectors")
@@ -193,13 +198,23 @@ def _frozen_vectors(spark: SparkSession, lake: Lake, modality: str, version: str
     }
 
 
-def _version(parent: str, settings: dict, frozen: dict, pair_rows: np.ndarray) -> str:
-    """c-sft:<digest>(<parent>): the digest covers the settings, the pairs and the content of their items."""
+def _encoder(modality: str, cfg: Config) -> str:
+    if modality == "text" and cfg.alignment.text_encoder_layers > 0:
+        if cfg.embedding.text is None or cfg.embedding.text.kind != "minilm":
+            raise ConfigError("alignment.text_encoder_layers tunes a transformers text encoder: set embedding.text.kind: minilm")
+        return f"c-sft-{cfg.embedding.text.kind}"
+    return HEAD_ENCODER
+
+
+def _version(encoder: str, parent: str, settings: dict, frozen: dict, pair_rows: np.ndarray) -> str:
+    """c-sft:<digest>(<parent>) for a head, c-sft-<text encoder>:<digest>(<parent>) for a tuned encoder; the
+    digest covers the settings, the pairs and the content of their items."""
     digest = hashlib.sha256(json.dumps({"parent": parent, "settings": settings}, sort_keys=True).encode())
     digest.update(frozen["ids"][pair_rows].astype(np.int64).tobytes())
     for h in frozen["hashes"][np.unique(pair_rows)]:
         digest.update(str(h).encode())
-    return f"c-sft:{digest.hexdigest()[:12]}({parent})"
+    prefix = "c-sft" if encoder == HEAD_ENCODER else encoder
+    return f"{prefix}:{digest.hexdigest()[:12]}({parent})"
 
 
 def _missing(spark: SparkSession, lake: Lake, frozen: dict, version: str) -> np.ndarray:
@@ -215,13 +230,13 @@ def _missing(spark: SparkSession, lake: Lake, frozen: dict, version: str) -> np.
     return np.array([i for i, key in enumerate(zip(frozen["ids"].tolist(), frozen["hashes"])) if key not in done], np.int64)
 
 
-def _rows(frozen: dict, todo: np.ndarray, vectors: np.ndarray, modality: str, version: str) -> pa.Table:
+def _rows(frozen: dict, todo: np.ndarray, vectors: np.ndarray, modality: str, version: str, encoder: str) -> pa.Table:
     n = len(todo)
     return pa.table(
         {
             "item_id": pa.array(frozen["ids"][todo], pa.int64()),
             "modality": pa.array([modality] * n, pa.string()),
-            "encoder": pa.array([ENCODER] * n, pa.string()),
+            "encoder": pa.array([encoder] * n, pa.string()),
             "encoder_version": pa.array([version] * n, pa.string()),
             "input_hash": pa.array(frozen["hashes"][todo].tolist(), pa.string()),
             "dim": pa.array([vectors.shape[1]] * n, pa.int32()),
@@ -231,21 +246,42 @@ def _rows(frozen: dict, todo: np.ndarray, vectors: np.ndarray, modality: str, ve
     )
 
 
-def _head_uri(lake: Lake, version: str, modality: str) -> str:
-    slug = hashlib.sha256(version.encode()).hexdigest()[:16]
-    return f"{lake.root}/{FOLDER}/{slug}/{modality}.npz"
+def _titles(spark: SparkSession, lake: Lake, ids: np.ndarray) -> list[str]:
+    """The titles of `ids` (sorted) from `items` at its last complete version."""
+    rows = lake.read(spark, ITEMS.name, version=lake.complete_version(ITEMS.name)).select("item_id", "title").toArrow()
+    known = dict(zip(rows.column("item_id").to_pylist(), rows.column("title").to_pylist()))
+    return [known.get(i) or "" for i in ids.tolist()]
 
 
-def _saved_head(lake: Lake, version: str, modality: str) -> AlignedHead | None:
-    data = read_bytes(_head_uri(lake, version, modality))
-    return AlignedHead.from_bytes(data) if data else None
+def _model_uri(lake: Lake, version: str, modality: str) -> str:
+    """Where a version's head (`<modality>.npz`) or tuned text encoder (`<modality>-encoder/`) is kept."""
+    return f"{lake.root}/{FOLDER}/{hashlib.sha256(version.encode()).hexdigest()[:16]}/{modality}"
 
 
-def _save_head(lake: Lake, version: str, modality: str, head: AlignedHead) -> None:
+def _saved_model(lake: Lake, aligned: AlignedModality, cfg: Config) -> AlignedHead | TunedTextEncoder | None:
+    base = _model_uri(lake, aligned.version, aligned.modality)
+    if aligned.encoder == HEAD_ENCODER:
+        data = read_bytes(f"{base}.npz")
+        return AlignedHead.from_bytes(data) if data else None
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.npz"
-        path.write_bytes(head.to_bytes())
-        publish_file(path, _head_uri(lake, version, modality))
+        if not copy_folder(f"{base}-encoder", Path(tmp)):
+            return None
+        return TunedTextEncoder(
+            TransformersTextEncoder(tmp, device=torch.device("cpu"), max_tokens=cfg.alignment.text_encoder_max_tokens)
+        )
+
+
+def _save_model(lake: Lake, version: str, modality: str, model: AlignedHead | TunedTextEncoder) -> None:
+    base = _model_uri(lake, version, modality)
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(model, AlignedHead):
+            path = Path(tmp) / "head.npz"
+            path.write_bytes(model.to_bytes())
+            publish_file(path, f"{base}.npz")
+        else:
+            model.save(Path(tmp))
+            for path in sorted(Path(tmp).iterdir()):
+                publish_file(path, f"{base}-encoder/{path.name}")
 
 
 def _write_manifest(lake: Lake, report: AlignReport) -> None:
@@ -266,7 +302,7 @@ def _write_manifest(lake: Lake, report: AlignReport) -> None:
     )
 
 
-def _log_epoch(modality: str, epoch: int, metrics: dict[str, float], progress: Callable[[str], None]) -> None:
+def _log_epoch(modality: str, epoch: int, metrics: dict[str, float], *, progress: Callable[[str], None]) -> None:
     import mlflow
 
     mlflow.log_metrics({f"{modality}.{k}": v for k, v in metrics.items()}, step=epoch)

@@ -273,6 +273,18 @@ class AlignmentConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
+    text_encoder_layers: int = Field(
+        0,
+        ge=0,
+        le=12,
+        description="0: a head over the frozen text vectors; n: fine-tune the text encoder's last n layers instead "
+        "(a TransformersTextEncoder kind such as minilm) and write its vectors as the aligned text version",
+    )
+    text_encoder_pairs: int = Field(20_000, ge=100, description="the newest training pairs the encoder is tuned on")
+    text_encoder_epochs: int = Field(1, ge=1)
+    text_encoder_batch_size: int = Field(128, ge=8, description="pairs per step (each title through the encoder)")
+    text_encoder_learning_rate: float = Field(2e-5, gt=0)
+    text_encoder_max_tokens: int = Field(32, ge=8, description="titles are truncated here while tuning and encoding")
 
 
 class QualityConfig(_Section):

@@ -31,3 +31,12 @@ def read_bytes(uri: str) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
+
+
+def copy_folder(uri: str, destination: Path) -> bool:
+    """Copy the folder's files into `destination`; False when there is no such folder."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return False
+    pafs.copy_files(path, str(destination), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return True

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from dmf_features.alignment import align_embeddings, aligned_versions
-from dmf_features.alignment.stage import ENCODER
 from dmf_features.features.stage import build_features
 from dmf_features.infra.config import load_config
 from dmf_features.infra.lake import Lake, spark_schema
@@ -43,7 +42,7 @@ def tiny(spark, tmp_path):
 
 def _aligned(lake: Lake) -> pd.DataFrame:
     rows = pd.DataFrame(table_dicts(lake.uri("item_embeddings"))).drop(columns="embedded_at")
-    return rows[rows.encoder == ENCODER].sort_values(["modality", "item_id"]).reset_index(drop=True)
+    return rows[rows.encoder.str.startswith("c-sft")].sort_values(["modality", "item_id"]).reset_index(drop=True)
 
 
 def _events(lake: Lake) -> pd.DataFrame:
@@ -55,7 +54,7 @@ def test_every_item_gets_an_aligned_vector_once(spark, tiny):
     report = align_embeddings(spark, cfg, lake, progress=lambda _: None)
     aligned = _aligned(lake)
     frozen = pd.DataFrame(table_dicts(lake.uri("item_embeddings")))
-    frozen = frozen[frozen.encoder != ENCODER]
+    frozen = frozen[~frozen.encoder.str.startswith("c-sft")]
     for m in report.modalities:
         # every item with a frozen vector, cold ones (in no pair) included; unit length, the head's width
         assert set(aligned[aligned.modality == m.modality].item_id) == set(frozen[frozen.modality == m.modality].item_id)
@@ -152,3 +151,29 @@ def test_models_compare_on_frozen_and_aligned_vectors(spark, tiny, tmp_path):
     assert difference["estimate"] == pytest.approx(models["dmf@aligned"]["auc"]["estimate"] - models["dmf"]["auc"]["estimate"])
     assert result["item_vectors"]["aligned"] == lineage.item_vectors
     assert "minus base item vectors" in (tmp_path / "reports" / Path(result["report"]).name).with_suffix(".md").read_text()
+
+
+def test_a_tuned_text_encoder_writes_its_own_version_and_is_reused_for_new_items(spark, tiny):
+    cfg, lake = tiny
+    titles = spark.createDataFrame([(i, f"Movie number {i}") for i in range(1, 32)], "item_id bigint, title string")
+    with lake.stage_run("ingest", "items", ["items"]):
+        lake.write(titles, "items", mode="overwrite")
+    tuned_cfg = load_config(
+        cfg.source_file,
+        [*SMALL, "alignment.modalities=[text]", "alignment.text_encoder_layers=1", "alignment.text_encoder_batch_size=16"],
+    )
+    first = align_embeddings(spark, tuned_cfg, lake, progress=lambda _: None)
+    (text,) = first.modalities
+    assert text.encoder == "c-sft-minilm" and text.version.startswith("c-sft-minilm:") and text.trained
+    written = _aligned(lake)
+    assert set(written.dim) == {384} and len(written) == text.items == 30
+
+    # item 31 arrives: embedded by the encoder saved with the version, not a retrained one
+    vector = random_vectors([31], {"text": 4}, seed=5)["text"][1][0]
+    row = [(31, "text", "test", VERSIONS["text"], "h31", 4, [float(x) for x in vector], dt.datetime(2024, 1, 9, tzinfo=dt.UTC))]
+    with lake.stage_run("embed", "items", ["item_embeddings"]):
+        lake.merge(spark.createDataFrame(row, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings", ITEM_EMBEDDINGS.keys)
+    (again,) = align_embeddings(spark, tuned_cfg, lake, progress=lambda _: None).modalities
+    assert (again.version, again.written, again.trained) == (text.version, 1, False)
+    after = _aligned(lake)
+    pd.testing.assert_frame_equal(after[after.item_id != 31].reset_index(drop=True), written)

@@ -84,3 +84,24 @@ def test_the_same_inputs_train_the_same_head(planted):
     vectors, _, _, head, pairs = planted
     config = AlignmentConfig(epochs=6, dim=32, hidden=64, sampled_negatives=128, batch_size=256)
     np.testing.assert_array_equal(train_head(vectors, pairs(6_000, 1), config).apply(vectors), head.apply(vectors))
+
+
+def test_tuning_the_text_encoder_changes_only_its_last_layer_and_keeps_unit_vectors():
+    from dmf_features.embedding.encoders.text import TransformersTextEncoder
+    from models.alignment import tune_text_encoder
+
+    titles = [f"{colour} {thing}" for colour in ("red", "green", "blue", "black") for thing in ("car", "boat", "house", "tree")]
+    pairs = np.array([[i, j] for i in range(16) for j in range(16) if i != j and i // 4 == j // 4] * 4)
+    config = AlignmentConfig(text_encoder_layers=1, text_encoder_epochs=2, text_encoder_batch_size=16, sampled_negatives=8)
+    tuned = tune_text_encoder(None, titles, pairs, config)
+    original = TransformersTextEncoder(None, device=tuned.encoder.device)
+    changed = {
+        name
+        for (name, before), after in zip(original.model.named_parameters(), tuned.encoder.model.parameters(), strict=True)
+        if not np.array_equal(before.detach().numpy(), after.detach().numpy())
+    }
+    assert changed and all(name.startswith("encoder.layer.5.") for name in changed)
+    vectors = tuned.embed(titles)
+    assert vectors.shape == (16, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert {"frozen_recall_at_10", "aligned_recall_at_10"} <= set(tuned.heldout)
