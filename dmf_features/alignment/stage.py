@@ -126,7 +126,7 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
             usable = found.reshape(-1, 2).all(axis=1)
             modality_pairs = rows.reshape(-1, 2)[usable]
             encoder = _encoder(modality, cfg)
-            version = _version(encoder, parents[modality], settings, frozen, modality_pairs)
+            version = _version(encoder, parents[modality], _shaping(settings, encoder), frozen, modality_pairs)
             aligned = AlignedModality(modality, parents[modality], version, encoder, len(frozen["ids"]), len(modality_pairs))
             report.modalities.append(aligned)
             todo = _missing(spark, lake, frozen, version)
@@ -204,6 +204,11 @@ def _encoder(modality: str, cfg: Config) -> str:
             raise ConfigError("alignment.text_encoder_layers tunes a transformers text encoder: set embedding.text.kind: minilm")
         return f"c-sft-{cfg.embedding.text.kind}"
     return HEAD_ENCODER
+
+
+def _shaping(settings: dict, encoder: str) -> dict:
+    """The settings that shape this model: a head's never include the text encoder's tuning settings."""
+    return {k: v for k, v in settings.items() if encoder != HEAD_ENCODER or not k.startswith("text_encoder_")}
 
 
 def _version(encoder: str, parent: str, settings: dict, frozen: dict, pair_rows: np.ndarray) -> str:
