@@ -31,6 +31,7 @@ class PinnedTable:
     uri: str
     version: int
     files: tuple[str, ...]
+    storage_options: dict | None = None
 
     @classmethod
     def open(cls, uri: str, version: int | None = None, storage_options: dict | None = None) -> PinnedTable:
@@ -44,11 +45,13 @@ class PinnedTable:
                 raise
             latest = DeltaTable(uri, storage_options=storage_options).version()
             raise LookupError(f"{uri} has no version {version} (the latest is {latest})") from None
-        return cls(uri, table.version(), tuple(table.file_uris()))
+        return cls(uri, table.version(), tuple(table.file_uris()), storage_options)
 
     def lineage(self) -> Lineage | None:
         """What the feature job recorded building this version (in its commit); None if nothing."""
-        for entry in DeltaTable(self.uri, version=self.version).history():
+        # the history of the table as it is now: delta-rs numbers the history of a table opened at an older
+        # version wrongly (the newest commit gets that older version's number)
+        for entry in DeltaTable(self.uri, storage_options=self.storage_options).history():
             if entry.get("version") == self.version and LINEAGE_KEY in entry:
                 return Lineage.from_json(entry[LINEAGE_KEY])
         return None

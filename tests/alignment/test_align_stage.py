@@ -126,6 +126,9 @@ def test_models_compare_on_frozen_and_aligned_vectors(spark, tiny, tmp_path):
     frozen, tracker = open_training(cfg, progress=lambda _: None, item_vectors="frozen")
     aligned, _ = open_training(cfg, progress=lambda _: None, item_vectors="aligned")
     assert aligned.samples.version > frozen.samples.version  # the tiny lake's build, then this one
+    # each version's own lineage (delta-rs numbers an older version's history wrongly)
+    assert frozen.lineage.item_vectors == VERSIONS and aligned.lineage.item_vectors == lineage.item_vectors
+    assert frozen.embeddings.version < aligned.embeddings.version
     order = row_order(frozen, aligned)
     for column in ("user_ids", "item_ids", "seconds", "labels"):
         np.testing.assert_array_equal(
