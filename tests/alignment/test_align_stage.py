@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dmf_features.alignment import align_embeddings, aligned_versions
-from dmf_features.features.stage import build_features
+from dmf_features.cli import main
+from dmf_features.features.stage import FeaturesError, build_features
 from dmf_features.infra.config import load_config
 from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.schemas import ITEM_EMBEDDINGS
@@ -180,3 +181,16 @@ def test_a_tuned_text_encoder_writes_its_own_version_and_is_reused_for_new_items
     assert (again.version, again.written, again.trained) == (text.version, 1, False)
     after = _aligned(lake)
     pd.testing.assert_frame_equal(after[after.item_id != 31].reset_index(drop=True), written)
+
+
+def test_dmf_align_and_similar_on_the_aligned_index(spark, tiny, capsys):
+    cfg, lake = tiny
+    overrides = [item for setting in SMALL for item in ("--set", setting)]
+    with pytest.raises(FeaturesError, match="run `dmf align` first"):
+        build_features(spark, load_config(cfg.source_file, ["features.item_vectors=aligned"]), lake, progress=lambda _: None)
+    assert main(["align", "--config", str(cfg.source_file), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "held-out recall@10 frozen -> aligned" in out and "fused version: c-sft:" in out
+    assert main(["similar", "5", "-k", "3", "--config", str(cfg.source_file), "--version", "aligned"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "(c-sft:" in lines[0] and len(lines) == 4

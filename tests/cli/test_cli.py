@@ -29,6 +29,7 @@ def test_the_command_list_is_complete():
         ("ingest",),
         ("validate",),
         ("embed",),
+        ("align",),
         ("features",),
         ("train",),
         ("compare",),
