@@ -10,7 +10,9 @@ temporary folder. The ratio is DMF's pooled test AUC over the best baseline's (p
 mean, logistic regression on ids, LightGBM); the figures hold every model's metrics and paired
 difference from DMF, overall and on cold-start and rare items. `--from-report` records a
 comparison that `dmf compare` already wrote (same code, same figures) instead of training again;
-`--quick` and `--tiny` train DMF alone with one seed and write `model_quality.<size>.json`.
+`--quick` and `--tiny` train DMF alone with one seed and write `model_quality.<size>.json`. A report
+of `dmf compare --item-vectors frozen --item-vectors aligned` is recorded under `item_vectors`, beside
+the model comparison already in the file (ratio: DMF's AUC on aligned over frozen vectors).
 The comparison's figure is copied beside the JSON (`model_quality.png`).
 """
 
@@ -108,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def record(args: argparse.Namespace, result: dict) -> None:
     """Write the results file and the figure beside it; print the final line."""
+    if "vector_differences" in result:
+        record_item_vectors(args, result)
+        return
     overall = result["subsets"]["all"]["models"]
     baseline_auc = {name: overall[name]["auc"]["estimate"] for name in BASELINES if name in overall}
     best_baseline = max(baseline_auc, key=baseline_auc.get)
@@ -125,7 +130,6 @@ def record(args: argparse.Namespace, result: dict) -> None:
         "best_baseline": best_baseline,
         "reference": result["reference"],
         "subsets": result["subsets"],
-        **{key: result[key] for key in ("vector_differences", "item_vectors") if key in result},
     }
     path = write_results(NAME, figures, settings, ["torch", "lightgbm", "scikit-learn"], args)
     report = args.from_report or Path(result["report"])
@@ -133,11 +137,6 @@ def record(args: argparse.Namespace, result: dict) -> None:
     print(f"results: {path}")
     diff = result["subsets"]["all"]["differences"][best_baseline]["auc"]
     cold = result["subsets"]["cold"]["models"]
-    aligned = {  # with `dmf compare --item-vectors frozen --item-vectors aligned`: DMF's paired aligned-minus-frozen AUC
-        f"dmf_aligned_minus_frozen_{subset}": result["vector_differences"][subset]["dmf@aligned"]["auc"]["estimate"]
-        for subset in ("all", "cold")
-        if "dmf@aligned" in result.get("vector_differences", {}).get(subset, {})
-    }
     print(
         final_line(
             NAME,
@@ -149,7 +148,41 @@ def record(args: argparse.Namespace, result: dict) -> None:
                 "diff_high": diff["high"],
                 "dmf_cold_auc": cold["dmf"]["auc"]["estimate"],
                 f"{best_baseline}_cold_auc": cold[best_baseline]["auc"]["estimate"],
-                **aligned,
+            },
+        )
+    )
+
+
+def record_item_vectors(args: argparse.Namespace, result: dict) -> None:
+    """A `dmf compare --item-vectors frozen --item-vectors aligned` report goes into the results file beside
+    the model comparison already there, under `item_vectors` (figure: `model_quality_item_vectors.png`).
+    The ratio is DMF's pooled test AUC on aligned vectors over its AUC on frozen ones."""
+    path = args.results_dir / (f"{NAME}.json" if args.size == "full" else f"{NAME}.{args.size}.json")
+    existing = json.loads(path.read_text()) if path.exists() else {"figures": {}, "settings": {}}
+    comparison = {
+        "source": str(args.from_report) if args.from_report else "trained in this run",
+        "trained_at_commit": args.trained_at if args.from_report else "this commit",
+        **{key: result[key] for key in ("folds", "seeds", "samples_version", "item_vectors", "subsets", "vector_differences")},
+    }
+    path = write_results(
+        NAME, {**existing["figures"], "item_vectors": comparison}, existing["settings"], ["torch", "lightgbm"], args
+    )
+    report = args.from_report or Path(result["report"])
+    shutil.copyfile(report.with_suffix(".png"), path.with_name(f"{path.stem}_item_vectors.png"))
+    print(f"results: {path}")
+    models, differences = result["subsets"]["all"]["models"], result["vector_differences"]
+    print(
+        final_line(
+            NAME,
+            models["dmf@aligned"]["auc"]["estimate"] / models["dmf"]["auc"]["estimate"],
+            {
+                "dmf_frozen_auc": models["dmf"]["auc"]["estimate"],
+                "dmf_aligned_auc": models["dmf@aligned"]["auc"]["estimate"],
+                **{
+                    f"{subset}_diff{bound}": differences[subset]["dmf@aligned"]["auc"][key]
+                    for subset in ("all", "cold")
+                    for bound, key in (("", "estimate"), ("_low", "low"), ("_high", "high"))
+                },
             },
         )
     )

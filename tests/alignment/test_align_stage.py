@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.model_quality import parse_args, record
 from dmf_features.alignment import align_embeddings, aligned_versions
 from dmf_features.cli import main
 from dmf_features.features.stage import FeaturesError, build_features
@@ -155,6 +156,15 @@ def test_models_compare_on_frozen_and_aligned_vectors(spark, tiny, tmp_path):
     assert difference["estimate"] == pytest.approx(models["dmf@aligned"]["auc"]["estimate"] - models["dmf"]["auc"]["estimate"])
     assert result["item_vectors"]["aligned"] == lineage.item_vectors
     assert "minus base item vectors" in (tmp_path / "reports" / Path(result["report"]).name).with_suffix(".md").read_text()
+
+    # recorded beside the model comparison already in the results file, which stays as it was
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "model_quality.json").write_text(json.dumps({"figures": {"ratio": 1.2}, "settings": {"seeds": 3}}))
+    record(parse_args(["--from-report", result["report"], "--results-dir", str(tmp_path / "results")]), result)
+    written = json.loads((tmp_path / "results" / "model_quality.json").read_text())
+    assert written["figures"]["ratio"] == 1.2 and written["settings"] == {"seeds": 3}
+    assert written["figures"]["item_vectors"]["vector_differences"] == result["vector_differences"]
+    assert (tmp_path / "results" / "model_quality_item_vectors.png").exists()
 
 
 def test_a_tuned_text_encoder_writes_its_own_version_and_is_reused_for_new_items(spark, tiny):
