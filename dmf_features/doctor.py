@@ -204,7 +204,11 @@ def _check_lake(cfg: Config) -> Finding:
             f"run `dmf {unfinished[0]}` again (it finishes the job; `dmf lake vacuum` removes the killed run's files)",
             lines + runs,
         )
-    return Finding(Status.OK, f"{root}: {len(tables)} table(s)", details=tuple(lines + runs))
+    from dmf_features.alignment.manifest import read_manifest
+
+    manifest = read_manifest(lake.root)
+    aligned = [f"aligned vectors ({m}): {e['version']}" for m, e in (manifest or {}).get("modalities", {}).items()]
+    return Finding(Status.OK, f"{root}: {len(tables)} table(s)", details=tuple(lines + runs + aligned))
 
 
 def _last_runs(cfg: Config) -> tuple[list[str], list[str]]:
