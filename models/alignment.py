@@ -235,6 +235,7 @@ def tune_text_encoder(
     pairs: np.ndarray,
     cfg: AlignmentConfig,
     on_epoch: Callable[[int, dict[str, float]], None] = lambda *_: None,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> TunedTextEncoder:
     """Fine-tune the last `cfg.text_encoder_layers` transformer layers of the text encoder in `folder`
     (None: the shipped MiniLM) with the same InfoNCE as the heads, on at most `text_encoder_pairs` of
@@ -258,6 +259,7 @@ def tune_text_encoder(
     log_q, log_uniform = _proposals(both_ways, len(titles))
     result = TunedTextEncoder(encoder)
     batch_size = cfg.text_encoder_batch_size
+    steps = -(-len(both_ways) // batch_size)
     for epoch in range(1, cfg.text_encoder_epochs + 1):
         encoder.model.train()
         order = torch.randperm(len(both_ways), generator=generator).numpy()
@@ -283,6 +285,8 @@ def tune_text_encoder(
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
+            if len(losses) % 25 == 0:  # an epoch takes minutes on a CPU
+                progress(f"  text encoder epoch {epoch}: step {len(losses)}/{steps}, loss {np.mean(losses[-25:]):.4f}")
         encoder.model.eval()
         result.history.append({"train_loss": float(np.mean(losses))})
         on_epoch(epoch, result.history[-1])

@@ -142,7 +142,7 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
                 progress(f"{modality}: training {what} on {len(modality_pairs):,} pairs over {len(frozen['ids']):,} items")
                 on_epoch = functools.partial(_log_epoch, modality, progress=progress)
                 if tune_text:
-                    model = tune_text_encoder(cfg.embedding.text.path, titles, modality_pairs, cfg.alignment, on_epoch)
+                    model = tune_text_encoder(cfg.embedding.text.path, titles, modality_pairs, cfg.alignment, on_epoch, progress)
                 else:
                     model = train_head(frozen["matrix"], modality_pairs, cfg.alignment, on_epoch)
                 aligned.trained, aligned.heldout = True, model.heldout
