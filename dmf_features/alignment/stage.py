@@ -79,7 +79,11 @@ class AlignReport:
         ]
         for m in self.modalities:
             recall = (
-                f"{m.heldout['frozen_recall_at_10']:.3f} -> {m.heldout['aligned_recall_at_10']:.3f}" if m.heldout else "(reused)"
+                f"{m.heldout['frozen_recall_at_10']:.3f} -> {m.heldout['aligned_recall_at_10']:.3f}"
+                if m.heldout
+                else "(none held out)"
+                if m.trained
+                else "(in its first run)"
             )
             lines.append(
                 f"  {m.modality:<9}{m.pairs:>10,}{m.items:>9,}{m.written:>9,}{'trained' if m.trained else 'reused':>9}   {recall}"
@@ -107,6 +111,8 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
     pairs = behaviour_pairs(cfg, events, cutoff)
     progress(f"{len(pairs):,} behaviour pairs")
     parents = frozen_versions(cfg)
+    if unknown := [m for m in cfg.alignment.modalities if m not in parents]:
+        raise ConfigError(f"alignment.modalities has {unknown}, which no configured encoder produces: remove them")
     report = AlignReport(cutoff_text, events_version, embeddings_version, [])
     new_rows, trained = [], {}
     settings = cfg.alignment.model_dump(mode="json", exclude={"enabled", "modalities"})
