@@ -35,6 +35,7 @@ from dmf_features.alignment.pairs import behaviour_pairs, training_cutoff
 from dmf_features.embedding.encoders.text import TransformersTextEncoder
 from dmf_features.embedding.item_index import build_index
 from dmf_features.embedding.versions import frozen_versions
+from dmf_features.features.item_vectors import read_version
 from dmf_features.features.kernels.lookup import find_sorted
 from dmf_features.infra.config import Config, ConfigError
 from dmf_features.infra.lake import CommitResult, Lake
@@ -42,7 +43,8 @@ from dmf_features.infra.lake_files import copy_folder, publish_file, read_bytes
 from dmf_features.schemas import EVENTS, FUSED, ITEM_EMBEDDINGS, ITEMS
 from models.alignment import AlignedHead, TunedTextEncoder, train_head, tune_text_encoder
 
-HEAD_ENCODER = "c-sft-head"
+ALIGNED = "c-sft"  # every aligned version and encoder name starts with it
+HEAD_ENCODER = f"{ALIGNED}-head"
 
 
 @dataclass
@@ -114,6 +116,7 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
     if unknown := [m for m in cfg.alignment.modalities if m not in parents]:
         raise ConfigError(f"alignment.modalities has {unknown}, which no configured encoder produces: remove them")
     report = AlignReport(cutoff_text, events_version, embeddings_version, [])
+    have = _aligned_keys(spark, lake)
     new_rows, trained = [], {}
     settings = cfg.alignment.model_dump(mode="json", exclude={"enabled", "modalities"})
     import mlflow
@@ -127,7 +130,8 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
             {"item_embeddings_version": embeddings_version, **{f"parent.{m}": parents[m] for m in cfg.alignment.modalities}}
         )
         for modality in cfg.alignment.modalities:
-            frozen = _frozen_vectors(spark, lake, modality, parents[modality], embeddings_version)
+            ids, matrix, hashes = read_version(spark, lake, modality, parents[modality], embeddings_version)
+            frozen = {"ids": ids, "matrix": matrix, "hashes": hashes}
             rows, found = find_sorted(frozen["ids"], pairs.reshape(-1))
             usable = found.reshape(-1, 2).all(axis=1)
             modality_pairs = rows.reshape(-1, 2)[usable]
@@ -135,7 +139,7 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
             version = _version(encoder, parents[modality], _shaping(settings, encoder), frozen, modality_pairs)
             aligned = AlignedModality(modality, parents[modality], version, encoder, len(frozen["ids"]), len(modality_pairs))
             report.modalities.append(aligned)
-            todo = _missing(spark, lake, frozen, version)
+            todo = _missing(frozen, have.get(version, set()))
             aligned.unchanged = len(frozen["ids"]) - len(todo)
             if not len(todo):
                 progress(f"{modality}: every item has {version}")
@@ -184,31 +188,11 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
     return report
 
 
-def _frozen_vectors(spark: SparkSession, lake: Lake, modality: str, version: str, table_version: int | None) -> dict:
-    """ids (sorted), their input hashes and vectors [n, D] of one frozen version."""
-    arrow = (
-        lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
-        .where(F.col("encoder_version") == version)
-        .select("item_id", "input_hash", "vector")
-        .toArrow()
-    )
-    if arrow.num_rows == 0:
-        raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
-    ids = arrow.column("item_id").to_numpy()
-    order = np.argsort(ids, kind="stable")
-    matrix = np.asarray(arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float32)
-    return {
-        "ids": ids[order].astype(np.int64),
-        "hashes": np.asarray(arrow.column("input_hash").to_pylist(), object)[order],
-        "matrix": np.ascontiguousarray(matrix.reshape(len(ids), -1)[order]),
-    }
-
-
 def _encoder(modality: str, cfg: Config) -> str:
     if modality == "text" and cfg.alignment.text_encoder_layers > 0:
         if cfg.embedding.text is None or cfg.embedding.text.kind != "minilm":
             raise ConfigError("alignment.text_encoder_layers tunes a transformers text encoder: set embedding.text.kind: minilm")
-        return f"c-sft-{cfg.embedding.text.kind}"
+        return f"{ALIGNED}-{cfg.embedding.text.kind}"
     return HEAD_ENCODER
 
 
@@ -224,20 +208,27 @@ def _version(encoder: str, parent: str, settings: dict, frozen: dict, pair_rows:
     digest.update(frozen["ids"][pair_rows].astype(np.int64).tobytes())
     for h in frozen["hashes"][np.unique(pair_rows)]:
         digest.update(str(h).encode())
-    prefix = "c-sft" if encoder == HEAD_ENCODER else encoder
+    prefix = ALIGNED if encoder == HEAD_ENCODER else encoder
     return f"{prefix}:{digest.hexdigest()[:12]}({parent})"
 
 
-def _missing(spark: SparkSession, lake: Lake, frozen: dict, version: str) -> np.ndarray:
-    """Rows of `frozen` whose item (at its current content) has no vector of `version` yet."""
-    have = (
+def _aligned_keys(spark: SparkSession, lake: Lake) -> dict[str, set[tuple[int, str]]]:
+    """{aligned version: (item, input hash) pairs it has}, read once for every modality."""
+    rows = (
         lake.read(spark, ITEM_EMBEDDINGS.name)
-        .where(F.col("encoder_version") == version)
-        .select("item_id", "input_hash")
+        .where(F.col("encoder").startswith(ALIGNED))
+        .select("encoder_version", "item_id", "input_hash")
         .toArrow()
         .to_pylist()
     )
-    done = {(r["item_id"], r["input_hash"]) for r in have}
+    keys: dict[str, set[tuple[int, str]]] = {}
+    for r in rows:
+        keys.setdefault(r["encoder_version"], set()).add((r["item_id"], r["input_hash"]))
+    return keys
+
+
+def _missing(frozen: dict, done: set[tuple[int, str]]) -> np.ndarray:
+    """Rows of `frozen` whose item (at its current content) has no vector of the version yet (`done`)."""
     return np.array([i for i, key in enumerate(zip(frozen["ids"].tolist(), frozen["hashes"])) if key not in done], np.int64)
 
 

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from dmf_features.infra.lake import Lake
-from dmf_features.infra.lake_files import filesystem, publish_file
+from dmf_features.infra.lake_files import filesystem, publish_file, read_bytes
 from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS
 
 FOLDER = "_indexes/item_embeddings"
@@ -107,11 +107,10 @@ class ItemIndex:
         fs, root = filesystem(lake.root)
         base = f"{root}/{FOLDER}"
         if version is None:
-            try:
-                with fs.open_input_stream(f"{base}/latest.json") as f:
-                    slug = json.loads(f.read())["slug"]
-            except FileNotFoundError:
-                raise LookupError(f"no item index under {lake.root}: run the embedding job first (dmf embed)") from None
+            pointer = read_bytes(f"{lake.root}/{FOLDER}/latest.json")
+            if pointer is None:
+                raise LookupError(f"no item index under {lake.root}: run the embedding job first (dmf embed)")
+            slug = json.loads(pointer)["slug"]
         else:
             slug = version_slug(version)
         with tempfile.TemporaryDirectory() as tmp:

@@ -23,13 +23,23 @@ def load_item_vectors(
     the latest); a version with no rows is an error."""
     result = {}
     for modality, version in versions.items():
-        table = lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
-        arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector").toArrow()
-        if arrow.num_rows == 0:
-            raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
-        ids = arrow.column("item_id").to_numpy()
-        flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        matrix = np.asarray(flat, np.float32).reshape(len(ids), -1)
-        order = np.argsort(ids, kind="stable")
-        result[modality] = ModalityVectors(version, ids[order].astype(np.int64), np.ascontiguousarray(matrix[order]))
+        ids, matrix, _ = read_version(spark, lake, modality, version, table_version)
+        result[modality] = ModalityVectors(version, ids, matrix)
     return result
+
+
+def read_version(
+    spark: SparkSession, lake: Lake, modality: str, version: str, table_version: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One encoder version's item ids (sorted), vectors [n, D] and input hashes, in that order, from
+    item_embeddings at `table_version`; a version with no rows is an error."""
+    table = lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
+    arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector", "input_hash").toArrow()
+    if arrow.num_rows == 0:
+        raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
+    ids = arrow.column("item_id").to_numpy()
+    flat = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    matrix = np.asarray(flat, np.float32).reshape(len(ids), -1)
+    order = np.argsort(ids, kind="stable")
+    hashes = np.asarray(arrow.column("input_hash").to_pylist(), object)
+    return ids[order].astype(np.int64), np.ascontiguousarray(matrix[order]), hashes[order]

@@ -253,7 +253,9 @@ class AlignmentConfig(_Section):
     """`alignment:` MIM's content-interest fine-tuning (C-SFT): a projection head per modality over the frozen
     vectors, trained with InfoNCE on pairs of items a user clicked close together, before the cut-off only."""
 
-    enabled: bool = Field(False, description="`dmf run` aligns after embedding and builds features on aligned vectors")
+    enabled: bool = Field(
+        False, description="`dmf run` aligns after embedding (features read them with features.item_vectors: aligned)"
+    )
     modalities: list[Modality] = Field(default_factory=lambda: list(MODALITIES), description="a head per modality")
     train_until: dt.date | None = Field(
         None,
