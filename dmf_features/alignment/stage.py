@@ -112,6 +112,11 @@ def align_embeddings(spark: SparkSession, cfg: Config, lake: Lake, progress: Cal
     progress(f"behaviour pairs before {cutoff_text}")
     pairs = behaviour_pairs(cfg, events, cutoff)
     progress(f"{len(pairs):,} behaviour pairs")
+    if len(pairs) < 2:
+        raise LookupError(
+            f"{len(pairs)} behaviour pairs before {cutoff_text}: too few to align; set alignment.train_until later, "
+            "or widen alignment.pair_window / max_gap_days"
+        )
     parents = frozen_versions(cfg)
     if unknown := [m for m in cfg.alignment.modalities if m not in parents]:
         raise ConfigError(f"alignment.modalities has {unknown}, which no configured encoder produces: remove them")
