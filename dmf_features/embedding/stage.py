@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from dmf_features.embedding import images
-from dmf_features.embedding.encoders import Encoder, load_encoder
 from dmf_features.embedding.item_index import build_index
 from dmf_features.embedding.versions import Plan, fused_version, plans
 from dmf_features.infra.accounting import StageAccount
@@ -43,6 +43,9 @@ from dmf_features.infra.config import Config, EmbeddingConfig
 from dmf_features.infra.lake import CommitResult, Lake
 from dmf_features.infra.progress import SparkProgress
 from dmf_features.schemas import FUSED, ITEM_EMBEDDINGS, ITEMS, QUARANTINE
+
+if TYPE_CHECKING:  # the driver never loads a model (versions come from the encoders' files): no torch here
+    from dmf_features.embedding.encoders.base import Encoder
 
 EMPTY_TEXT = "empty_text"
 ENCODER_ERROR = "encoder_error"
@@ -328,6 +331,8 @@ def _embedding_udf(plan: Plan, cfg: EmbeddingConfig):
     def embed(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         import torch
         from pyspark import TaskContext
+
+        from dmf_features.embedding.encoders.base import load_encoder
 
         context = TaskContext.get()
         torch.set_num_threads(max(1, int(context.cpus() if context else os.cpu_count() or 1)))

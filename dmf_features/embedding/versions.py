@@ -1,12 +1,13 @@
 """Which encoder versions a config produces: the embedding stage writes them, and the feature stage
-reads the vectors of exactly these versions (no Spark: the encoders are loaded on the driver once)."""
+reads the vectors of exactly these versions. No Spark and no torch: versions and widths are read from
+the encoders' files (`encoders/identity.py`), never by loading a model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from dmf_features.alignment.manifest import aligned_versions
-from dmf_features.embedding.encoders import EncoderSpec, load_encoder
+from dmf_features.embedding.encoders.registry import EncoderSpec, encoder_kind
 from dmf_features.infra.config import Config, EmbeddingConfig, EncoderConfig
 from dmf_features.schemas import CONTENT_MODALITIES, FUSED
 
@@ -23,7 +24,7 @@ class Plan:
 
 
 def plans(cfg: EmbeddingConfig) -> list[Plan]:
-    """Load the configured encoders once on the driver for their versions and widths."""
+    """Each configured encoder's spec, version and width, read from its files."""
     result = []
     for modality in CONTENT_MODALITIES:
         encoder_cfg: EncoderConfig | None = getattr(cfg, modality)
@@ -32,8 +33,8 @@ def plans(cfg: EmbeddingConfig) -> list[Plan]:
         spec = EncoderSpec(
             kind=encoder_cfg.kind, path=encoder_cfg.path, max_tokens=encoder_cfg.max_tokens, batch_size=cfg.batch_size
         )
-        encoder = load_encoder(spec, device="cpu")
-        result.append(Plan(modality, spec, encoder.name, encoder.version, encoder.dim))
+        identity = encoder_kind(spec.kind).identify(spec.path)
+        result.append(Plan(modality, spec, identity.name, identity.version, identity.dim))
     if cfg.fusion == "mean" and len({p.dim for p in result}) > 1:
         raise ValueError(f"embedding.fusion 'mean' needs encoders of one width, got {[p.dim for p in result]}")
     return result

@@ -1,4 +1,6 @@
-"""The one place a SparkSession is made: Python for workers, UTC, Arrow, local IP, GPU resources."""
+"""The one place a SparkSession is made: Python for workers, UTC, Arrow, local IP, GPU resources.
+
+Imports pyspark only to start a session: the DAGs read `launch_conf` while planning a run."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
 
 from dmf_features.infra.config import SparkConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 SPARK_CONF_DIR = Path(__file__).parent / "spark_conf"  # log4j2.properties: warnings only
 
@@ -32,6 +36,15 @@ _BASE_CONF = {
 # too. They inherit the environment of the JVM that starts them, which is the driver's only when the driver
 # started it: not under spark-submit, never on a cluster's executors.
 WORKER_ENV = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
+# What the driver JVM reads as it starts. Under spark-submit it has started before the job reads its
+# config, so these settings must be given to spark-submit itself (the DAGs pass them as --conf).
+LAUNCH_KEYS = (
+    "spark.driver.memory",
+    "spark.driver.extraJavaOptions",
+    "spark.driver.extraClassPath",
+    "spark.driver.extraLibraryPath",
+)
 
 
 def spark_conf(cfg: SparkConfig) -> dict[str, str]:
@@ -58,8 +71,15 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     return conf
 
 
+def launch_conf(cfg: SparkConfig) -> dict[str, str]:
+    """The settings of `spark_conf` that spark-submit must be given (`LAUNCH_KEYS`)."""
+    return {key: value for key, value in spark_conf(cfg).items() if key in LAUNCH_KEYS}
+
+
 def get_spark(cfg: SparkConfig) -> SparkSession:
     """Start (or reuse) the session for `cfg`; workers run the same Python as the driver."""
+    from pyspark.sql import SparkSession
+
     python = cfg.python or sys.executable
     os.environ.setdefault("PYSPARK_PYTHON", python)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", python)

@@ -34,12 +34,13 @@ def job_arguments(config: str, overrides: Sequence[str], day: dt.date | None) ->
     }
 
 
-def plan_output(params: Mapping, day: dt.date | None, driver_memory: str) -> dict:
-    """What the `plan_run` task hands its downstream tasks (an XCom: JSON-serialisable)."""
+def plan_output(params: Mapping, day: dt.date | None, launch_conf: Mapping[str, str]) -> dict:
+    """What the `plan_run` task hands its downstream tasks (an XCom: JSON-serialisable). `launch_conf`:
+    the config's driver settings that spark-submit must be given (`infra.spark.launch_conf`)."""
     return {
         "config": params["config"],
         "overrides": list(params["overrides"]),
         "day": day.isoformat() if day else None,
-        "driver_memory": driver_memory,
+        "launch_conf": dict(launch_conf),
         **job_arguments(params["config"], params["overrides"], day),
     }

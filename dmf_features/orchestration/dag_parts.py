@@ -46,6 +46,7 @@ def plan_run(daily: bool = True, spark: bool = True) -> dict:
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
     from dmf_features.infra.config import load_config
+    from dmf_features.infra.spark import launch_conf
     from dmf_features.orchestration.arguments import plan_output
     from dmf_features.orchestration.days import processing_day
 
@@ -68,7 +69,7 @@ def plan_run(daily: bool = True, spark: bool = True) -> dict:
             print(f"{run_type} run {run.run_id}: processing {day} (UTC)")
     except ValueError as e:  # ConfigError is one
         raise AirflowFailException(str(e)) from e
-    return plan_output(params, day, cfg.spark.driver_memory)
+    return plan_output(params, day, launch_conf(cfg.spark))
 
 
 # what each Spark stage updates (asset events) and says about itself in the UI
@@ -100,7 +101,7 @@ def spark_stage(task_id: str, plan: XComArg, outlets: tuple[str, ...] | None = N
         application=str(PROJECT_ROOT / "jobs" / f"{STAGES[task_id].job}.py"),
         application_args=plan[task_id],
         conn_id=SPARK_CONN_ID,
-        conf={"spark.driver.memory": plan["driver_memory"]},  # read before the driver JVM starts
+        conf=plan["launch_conf"],  # the driver's memory and JVM options: read before the job reads its config
         name=f"dmf-{task_id}",
         pool=SPARK_POOL,
         outlets=[ASSETS[name] for name in (STAGE_OUTLETS.get(task_id, ()) if outlets is None else outlets)],

@@ -4,6 +4,8 @@ CLIP saved to a temp folder (no CLIP weights install offline). Nothing here touc
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,12 @@ from PIL import Image, ImageDraw
 from dmf_features.embedding.encoders import Encoder, EncoderSpec, load_encoder
 from dmf_features.embedding.encoders.base import _warn_gpu_unusable, resolve_device
 from dmf_features.embedding.encoders.clip import _vectors
+from dmf_features.embedding.encoders.identity import EncoderIdentity, check_width
 from dmf_features.embedding.encoders.image import resize_center_crop
+from dmf_features.embedding.encoders.registry import encoder_kind
 from dmf_features.testing.tiny_clip import save_tiny_clip
 
+ROOT = Path(__file__).resolve().parents[2]
 HEX12 = re.compile(r"@([0-9a-f]{12})$")
 
 
@@ -142,6 +147,38 @@ def test_clip_version_follows_the_weights(clip_dir: Path, tmp_path: Path) -> Non
     other_weights = save_tiny_clip(tmp_path / "seed1", seed=1)
     assert version(same_weights) == version(clip_dir)
     assert version(other_weights) != version(clip_dir)
+
+
+def test_each_kind_reads_the_loaded_encoders_version_and_width_from_its_files(
+    minilm: Encoder, lite0: Encoder, clip_dir: Path
+) -> None:
+    """Versions come from the files (`identity.py`) without loading a model; they must be exactly the
+    loaded encoder's, and an encoder whose model disagrees with its files refuses to load."""
+    for spec, loaded in (
+        (EncoderSpec("minilm"), minilm),
+        (EncoderSpec("efficientnet-lite0"), lite0),
+        (EncoderSpec("clip-text", path=str(clip_dir)), None),
+        (EncoderSpec("clip-image", path=str(clip_dir)), None),
+    ):
+        loaded = loaded or load_encoder(spec, device="cpu")
+        assert encoder_kind(spec.kind).identify(spec.path) == EncoderIdentity(loaded.name, loaded.version, loaded.dim)
+    with pytest.raises(ValueError, match=r"minilm-l6-v2@\w{12}: the model gives 512-d vectors but its files say 384"):
+        check_width(encoder_kind("minilm").identify(None), 512)
+
+
+def test_versions_are_read_without_torch() -> None:
+    """The feature stage and the embedding job's driver need versions only: no torch, no model load."""
+    code = (
+        "import sys\n"
+        "from dmf_features.infra.config import load_config\n"
+        "from dmf_features.embedding.versions import encoder_versions\n"
+        "import dmf_features.features.stage, dmf_features.embedding.stage\n"
+        "print(encoder_versions(load_config('conf/local.yaml').embedding)['fused'])\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("concat(minilm-l6-v2@") and "+efficientnet-lite0@" in done.stdout
 
 
 def test_vectors_accepts_tensor_or_output_object() -> None:

@@ -1,5 +1,7 @@
 import datetime as dt
 
+from dmf_features.infra.config import SparkConfig
+from dmf_features.infra.spark import launch_conf
 from dmf_features.orchestration.arguments import STAGES, job_arguments, plan_output
 
 
@@ -22,6 +24,13 @@ def test_without_a_day_every_stage_covers_all_days():
 def test_the_plan_is_json_ready():
     import json
 
-    plan = plan_output({"config": "/c.yaml", "overrides": ("a=1",)}, dt.date(2018, 9, 24), "2g")
+    plan = plan_output({"config": "/c.yaml", "overrides": ("a=1",)}, dt.date(2018, 9, 24), {"spark.driver.memory": "2g"})
     assert json.loads(json.dumps(plan)) == plan
-    assert plan["day"] == "2018-09-24" and plan["driver_memory"] == "2g" and plan["overrides"] == ["a=1"]
+    assert plan["day"] == "2018-09-24" and plan["launch_conf"] == {"spark.driver.memory": "2g"} and plan["overrides"] == ["a=1"]
+
+
+def test_the_driver_settings_spark_submit_needs_come_from_the_config():
+    """The driver JVM starts before a submitted job reads its config: its memory and JVM options must go to
+    spark-submit (the DAG's --conf), or they would be silently ignored."""
+    cfg = SparkConfig(driver_memory="3g", conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC", "spark.ui.enabled": "false"})
+    assert launch_conf(cfg) == {"spark.driver.memory": "3g", "spark.driver.extraJavaOptions": "-XX:+UseSerialGC"}

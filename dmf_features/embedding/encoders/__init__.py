@@ -6,4 +6,4 @@
 from dmf_features.infra.lazy_exports import lazy_exports
 
 __all__ = ["Encoder", "EncoderSpec", "load_encoder"]
-__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, ".base"))
+__getattr__, __dir__ = lazy_exports(__name__, {"Encoder": ".base", "EncoderSpec": ".registry", "load_encoder": ".base"})

@@ -1,4 +1,4 @@
-"""The encoder interface, the spec that names an encoder, and a per-process cache of loaded encoders.
+"""The encoder interface and a per-process cache of loaded encoders (the spec that names one is in `registry.py`).
 
 Encoders run inside Spark's Python workers and in the trainer, so this package never imports pyspark.
 A worker process calls `load_encoder` once per batch; the cache makes that load the model only once.
@@ -7,14 +7,11 @@ A worker process calls `load_encoder` once per batch; the cache makes that load 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,35 +19,10 @@ import torch
 
 from dmf_features.schemas import ContentModality
 
-from .registry import encoder_kind
+from .identity import EncoderIdentity, check_width
+from .registry import EncoderSpec, encoder_kind
 
 log = logging.getLogger(__name__)
-
-# Files fetched for a Hugging Face id: configs, tokenizer files and safetensors weights only, so that a
-# repository's TensorFlow / Flax / ONNX copies of the same weights are never downloaded.
-_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model*.safetensors"]
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Which encoder to load; frozen (hashable) so that it can key the encoder cache.
-
-    `path` is a model folder or a Hugging Face id (for EfficientNet-Lite0: a `.pth` state dict);
-    None means the weights shipped in an installed package (MiniLM, EfficientNet-Lite0).
-    `batch_size` bounds how many items one forward pass takes, so a 10,000-row Arrow batch does not
-    allocate activations for all rows at once.
-    """
-
-    kind: str  # a name in `registry.ENCODER_KINDS`
-    path: str | None = None
-    max_tokens: int = 128
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if encoder_kind(self.kind).needs_path and not self.path:
-            raise ValueError(f"{self.kind} needs a path: a CLIP model folder or a Hugging Face id")
-        if self.max_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_tokens and batch_size must be positive")
 
 
 class Encoder(ABC):
@@ -67,12 +39,13 @@ class Encoder(ABC):
     device: torch.device
 
     def __init__(
-        self, *, name: str, modality: ContentModality, dim: int, weights_sha256: str, device: torch.device, batch_size: int
+        self, *, identity: EncoderIdentity, modality: ContentModality, loaded_dim: int, device: torch.device, batch_size: int
     ) -> None:
-        self.name = name
+        check_width(identity, loaded_dim)
+        self.name = identity.name
         self.modality = modality
-        self.dim = dim
-        self.version = f"{name}@{weights_sha256[:12]}"
+        self.dim = identity.dim
+        self.version = identity.version
         self.device = device
         self.batch_size = batch_size
 
@@ -123,33 +96,6 @@ def _warn_gpu_unusable(spark_gpus: tuple[str, ...]) -> None:
         torch.__version__,
         f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build",
     )
-
-
-def resolve_model_dir(path: str) -> Path:
-    """A local model folder as is, or a Hugging Face id resolved to its (cached or downloaded) snapshot."""
-    if Path(path).is_dir():
-        return Path(path)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=path, allow_patterns=_HUB_PATTERNS))
-
-
-def model_weights_files(folder: Path) -> list[Path]:
-    """The weights files that `from_pretrained` loads from a folder: safetensors first, else PyTorch bins."""
-    files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    if not files:
-        raise FileNotFoundError(f"no model*.safetensors or pytorch_model*.bin weights in {folder}")
-    return files
-
-
-def sha256_files(files: Sequence[Path]) -> str:
-    """SHA-256 over the files' bytes in the given order: new weights give a new encoder version."""
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 _CACHE: dict[tuple[EncoderSpec, str], Encoder] = {}

@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-from .base import Encoder, model_weights_files, resolve_model_dir, sha256_files
+from .base import Encoder
+from .identity import clip, resolve_model_dir
 
 
 @functools.cache
-def _load_clip(path: str, device: str) -> tuple[CLIPModel, Path, str]:
+def _load_clip(path: str, device: str) -> tuple[CLIPModel, Path]:
     """One CLIPModel per (path, device), shared by the text and the image encoder: weights load once."""
     folder = resolve_model_dir(path)
-    model = CLIPModel.from_pretrained(folder).to(device).eval()
-    return model, folder, sha256_files(model_weights_files(folder))
+    return CLIPModel.from_pretrained(folder).to(device).eval(), folder
 
 
 def _vectors(output: Any) -> torch.Tensor:
@@ -35,14 +35,13 @@ class ClipTextEncoder(Encoder):
     def __init__(
         self, path: str, *, device: torch.device, max_tokens: int = 128, batch_size: int = 64, name: str = "clip-text"
     ) -> None:
-        self.model, folder, weights_sha256 = _load_clip(path, str(device))
+        self.model, folder = _load_clip(path, str(device))
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.max_tokens = min(max_tokens, self.model.config.text_config.max_position_embeddings)
         super().__init__(
-            name=name,
+            identity=clip(name)(folder),
             modality="text",
-            dim=self.model.config.projection_dim,
-            weights_sha256=weights_sha256,
+            loaded_dim=self.model.config.projection_dim,
             device=device,
             batch_size=batch_size,
         )
@@ -61,13 +60,12 @@ class ClipImageEncoder(Encoder):
     """
 
     def __init__(self, path: str, *, device: torch.device, batch_size: int = 64, name: str = "clip-image") -> None:
-        self.model, folder, weights_sha256 = _load_clip(path, str(device))
+        self.model, folder = _load_clip(path, str(device))
         self.processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
         super().__init__(
-            name=name,
+            identity=clip(name)(folder),
             modality="image",
-            dim=self.model.config.projection_dim,
-            weights_sha256=weights_sha256,
+            loaded_dim=self.model.config.projection_dim,
             device=device,
             batch_size=batch_size,
         )

