@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	dmf run --config $(CONFIG)
 
-## test: the whole test suite (unit and end-to-end on tiny data); pytest's "no tests" counts as success
+## test: the whole test suite (unit and end-to-end on tiny data), on two pytest-xdist workers (each test
+## module stays on one worker, so its shared lake is built once), the 25 slowest steps listed at the end;
+## pytest's "no tests" counts as success. The inner loop is in the README ("Testing").
 test: $(STAMP)
-	python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+	python -m pytest -n 2 --dist loadscope --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 ## bench: every benchmark, small (--quick, results in bench/results/NAME.quick.json); full size: `python -m bench.NAME`
 bench: $(STAMP)

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from bench.common import final_line, parser, write_results
-from dmf_features.infra.spark import SPARK_CONF_DIR
+from dmf_features.infra.config import load_config
+from dmf_features.infra.spark import SPARK_CONF_DIR, submit_options
 from dmf_features.testing import movielens_files
 
 NAME = "startup"
@@ -69,9 +70,11 @@ def _environment(folder: Path) -> dict[str, str]:
     }
 
 
-def _submit(env: dict[str, str], *arguments: str) -> float:
-    """Wall seconds of one `spark-submit --master local[2] ...` run from the project folder; it must succeed."""
-    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", *arguments]
+def _submit(env: dict[str, str], config: Path, *arguments: str) -> float:
+    """Wall seconds of one `spark-submit --master local[2] ...` run from the project folder, with the driver
+    settings of `config` (`spark.short_jobs`) whatever it runs, the bare scripts too; it must succeed."""
+    options = submit_options(load_config(config).spark)
+    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", *options, *arguments]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
@@ -94,7 +97,7 @@ def _prepare(folder: Path, env: dict[str, str]) -> tuple[Path, Path]:
     config = folder / "startup.yaml"
     config.write_text(f"""
 root: {folder}
-spark: {{master: "local[2]", shuffle_partitions: 2, driver_memory: 1g}}
+spark: {{master: "local[2]", shuffle_partitions: 2, driver_memory: 1g, short_jobs: true}}
 lake: {{uri: {folder / "lake"}}}
 mlflow: {{tracking_uri: "sqlite:///{folder / "mlflow.db"}", experiment: startup}}
 source: {{kind: movielens, movielens: {{path: {data}, posters: {data / "posters"}}}}}
@@ -109,7 +112,7 @@ features:
 quality: {{results_dir: {folder / "validation"}}}
 """)
     for job in ("jobs/ingest.py", "jobs/embed_items.py", "jobs/build_features.py"):
-        _submit(env, job, "--config", str(config))
+        _submit(env, config, job, "--config", str(config))
     shutil.move(folder / "lake", lake)
     return config, lake
 
@@ -139,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             order = [*BARE, *STAGES] if round_ % 2 == 0 else [*STAGES, *BARE][::-1]
             for name in order:
                 if name in BARE:
-                    seconds[name].append(_submit(env, str(scripts[name])))
+                    seconds[name].append(_submit(env, config, str(scripts[name])))
                 else:
                     job, *options = STAGES[name][0]
                     _fresh_lake(built, folder)
-                    seconds[name].append(_submit(env, job, "--config", str(config), *options))
+                    seconds[name].append(_submit(env, config, job, "--config", str(config), *options))
                     imports[name].append(_import_seconds(env, STAGES[name][1]))
                 print(f"round {round_ + 1}/{repeats}: {name} {seconds[name][-1]:.1f} s", flush=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dmf_features.infra.config import Config, ConfigError, load_config
 from dmf_features.infra.errors import PipelineError
+from dmf_features.infra.preload import GREAT_EXPECTATIONS, MLFLOW, preload
 from dmf_features.orchestration.environment import DEFAULT_AIRFLOW_HOME
 
 DEFAULT_CONFIG = os.environ.get("DMF_CONFIG", "conf/local.yaml")
@@ -351,6 +352,7 @@ def _with_strict(args: argparse.Namespace, cfg: Config) -> Config:
 
 
 def _ingest(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    preload(MLFLOW)  # for the accounting, while Spark starts
     from dmf_features.infra.dates import DateScope
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
@@ -376,19 +378,22 @@ def _account(cfg: Config, lake, account, progress: _Progress) -> int:
 
 
 def _validate(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    preload(GREAT_EXPECTATIONS)  # while Spark starts: the gates import it only after the session is up
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
-    from dmf_features.quality import validate_tables
 
     tables = getattr(args, "tables", None) or cfg.quality.tables
     progress(f"validating {', '.join(tables)}")
     spark = get_spark(cfg.spark)
+    from dmf_features.quality import validate_tables
+
     report = validate_tables(spark, Lake(cfg.lake), tables, cfg.ingest, cfg.quality.results_dir)
     print(report.summary(), flush=True)
     return 0 if report.success else 1
 
 
 def _embed(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    preload(MLFLOW)  # for the accounting, while Spark starts
     from dmf_features.embedding import embed_items
     from dmf_features.infra.lake import Lake
     from dmf_features.infra.spark import get_spark
@@ -411,6 +416,7 @@ def _align(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
 
 
 def _features(args: argparse.Namespace, cfg: Config, progress: _Progress) -> int:
+    preload(MLFLOW)  # for the accounting, while Spark starts
     from dmf_features.features import build_features
     from dmf_features.infra.dates import DateScope
     from dmf_features.infra.lake import Lake

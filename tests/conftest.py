@@ -1,4 +1,5 @@
-"""Shared fixtures: one real local Spark session for the whole run, a fresh lake per test."""
+"""Shared fixtures: one real local Spark session for the whole run, a fresh lake per test, and a tiny
+built lake (built once, copied for each test that uses it)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from dmf_features.infra.config import LakeConfig, SparkConfig
 from dmf_features.infra.lake import Lake
 from dmf_features.infra.spark import get_spark
+from dmf_features.testing.tiny_lake import build_tiny_lake, copy_tiny_lake
 
 # Airflow reads its home when it is first imported: in-process Airflow (DagBag, hooks) gets a fresh,
 # throwaway one per test run, never the developer's. Tests that run Airflow commands make their own.
@@ -19,7 +22,9 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="dmf-test-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 
-TEST_SPARK = SparkConfig(master="local[2]", shuffle_partitions=4, driver_memory="2g", conf={"spark.ui.enabled": "false"})
+TEST_SPARK = SparkConfig(
+    master="local[2]", shuffle_partitions=4, driver_memory="2g", short_jobs=True, conf={"spark.ui.enabled": "false"}
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +32,18 @@ def spark():
     session = get_spark(TEST_SPARK)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def built_tiny_lake(spark, tmp_path_factory) -> Path:
+    """The config of a tiny lake (events, item vectors, samples) built once per run: use `tiny_lake`."""
+    return build_tiny_lake(spark, tmp_path_factory.mktemp("tiny-lake"), users=8, items=30, events=300)
+
+
+@pytest.fixture
+def tiny_lake(built_tiny_lake, tmp_path) -> Path:
+    """A test's own copy of the tiny lake, free to change: the config that points at it."""
+    return copy_tiny_lake(built_tiny_lake, tmp_path)
 
 
 @pytest.fixture

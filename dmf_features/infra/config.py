@@ -43,6 +43,11 @@ class SparkConfig(_Section):
     shuffle_partitions: int = Field(8, ge=1)
     python: str | None = Field(None, description="Python for Spark workers; default: the interpreter running the job")
     gpu: GpuConfig | None = None
+    short_jobs: bool = Field(
+        False,
+        description="the driver JVM tuned for jobs of seconds (a daily run of a small day, tests): only the quick "
+        "JIT compiler and the serial collector, which cost less CPU at start-up than they lose in speed; off for large builds",
+    )
     conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
 
     @property

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyspark
 
-from dmf_features.infra.spark import SPARK_CONF_DIR
+from dmf_features.infra.spark import SHORT_JOB_JVM_OPTIONS, SPARK_CONF_DIR
 
 SPARK_HOME = Path(pyspark.__file__).parent
 MASTER = "org.apache.spark.deploy.master.Master"
@@ -117,7 +117,7 @@ class StandaloneCluster:
             "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_DAEMON_MEMORY": "256m",  # master and worker heaps; executors get --memory
-            "SPARK_DAEMON_JAVA_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # they idle: JIT and GC threads only cost
+            "SPARK_DAEMON_JAVA_OPTS": SHORT_JOB_JVM_OPTIONS,  # they idle: JIT and GC threads only cost
         }
         with open(self.folder / "logs" / f"{name}.log", "ab") as log:  # the child keeps its own handle
             self._processes[name] = subprocess.Popen(

@@ -6,6 +6,7 @@ without the real data, for checks that must not depend on `make demo` (the model
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def build_tiny_lake(spark: SparkSession, folder: Path, users: int = 8, items: in
         json.dumps(
             {
                 "root": str(folder),
-                "spark": {"master": "local[2]", "shuffle_partitions": 2},
+                "spark": {"master": "local[2]", "shuffle_partitions": 2, "short_jobs": True},
                 "lake": {"uri": str(folder / "lake")},
                 "mlflow": {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "tiny"},
                 "source": {"kind": "movielens", "movielens": {"path": str(folder)}},
@@ -57,6 +58,17 @@ def build_tiny_lake(spark: SparkSession, folder: Path, users: int = 8, items: in
     write_vectors(spark, lake, tiny_vectors(items))
     build_features(spark, cfg, lake, progress=lambda _: None)
     return config
+
+
+def copy_tiny_lake(config: Path, folder: Path) -> Path:
+    """A copy of the lake `build_tiny_lake` wrote with `config` (its whole folder: tables, config) under
+    `folder`, its config pointing at the copy; returns the copy's config. Delta tables copy as folders
+    (their log names files relative to the table), so tests that change a lake can share one build."""
+    source = config.parent
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    copied = folder / config.name
+    copied.write_text(config.read_text().replace(str(source), str(folder)))
+    return copied
 
 
 def tiny_vectors(items: int = 30) -> dict:

@@ -17,7 +17,6 @@ from dmf_features.infra.lake import Lake, spark_schema
 from dmf_features.schemas import ITEM_EMBEDDINGS
 from dmf_features.testing.delta_rows import table_dicts
 from dmf_features.testing.feature_inputs import VERSIONS, random_vectors, write_events
-from dmf_features.testing.tiny_lake import build_tiny_lake
 from models.config import load_model_spec
 from models.data import PinnedTable
 from models.experiment import compare, open_training, row_order
@@ -36,9 +35,8 @@ SMALL = [
 
 
 @pytest.fixture
-def tiny(spark, tmp_path):
-    config = build_tiny_lake(spark, tmp_path, users=8, items=30, events=300)
-    cfg = load_config(config, SMALL)
+def tiny(tiny_lake):
+    cfg = load_config(tiny_lake, SMALL)
     return cfg, Lake(cfg.lake)
 
 

@@ -4,10 +4,12 @@ twice by the scheduler, a manual day (`airflow dags test`), then the training DA
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -59,7 +61,7 @@ def deploy(tmp_path: Path, days: int) -> Deployment:
     """A tiny synthetic pipeline (`days` days of events from START) and an Airflow home for it."""
     config = tmp_path / "pipeline.yaml"
     config.write_text(f"""
-spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g, conf: {{spark.ui.enabled: "false"}}}}
+spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g, short_jobs: true, conf: {{spark.ui.enabled: "false"}}}}
 lake: {{uri: {tmp_path / "lake"}}}
 mlflow: {{tracking_uri: "sqlite:///{tmp_path / "mlflow.db"}", experiment: dags}}
 source:
@@ -179,12 +181,21 @@ def _output(env: dict[str, str], *args: str) -> str:
 
 
 def _runs(deployment: Deployment) -> list[dict]:
-    out = airflow(deployment.env, "dags", "list-runs", "dmf_daily", "-o", "json").stdout
-    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))
+    """dmf_daily's runs, read from the deployment's SQLite database: polled every few seconds, where each
+    `airflow dags list-runs` would cost seconds of CPU that the scheduler's Spark jobs need."""
+    database = Path(deployment.env["AIRFLOW_HOME"]) / "airflow.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute(
+            "SELECT run_id, logical_date, state, end_date FROM dag_run WHERE dag_id = 'dmf_daily' ORDER BY id"
+        ).fetchall()
+    return [dict(row) for row in rows]
 
 
 def _timestamp(text: str) -> float:
-    return dt.datetime.fromisoformat(text).timestamp()
+    """A UTC time as Airflow stores it (naive in SQLite) or prints it (with its offset)."""
+    when = dt.datetime.fromisoformat(text)
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _free_port() -> int:

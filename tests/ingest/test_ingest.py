@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from dmf_features.infra.config import load_config
 from dmf_features.infra.dates import DateScope
 from dmf_features.infra.lake import Lake
+from dmf_features.infra.spark import submit_options
 from dmf_features.ingest import IngestError, ingest
 from dmf_features.testing import movielens_files as fx
 
@@ -25,7 +26,7 @@ def cfg(tmp_path):
     data = fx.write_movielens(tmp_path / "movielens")
     config = tmp_path / "test.yaml"
     config.write_text(f"""
-spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g}}
+spark: {{master: "local[2]", shuffle_partitions: 4, driver_memory: 2g, short_jobs: true}}
 lake: {{uri: {tmp_path / "lake"}}}
 source: {{kind: movielens, movielens: {{path: {data}, posters: {data / "posters"}}}}}
 ingest: {{max_quarantined_share: 0.5}}  # a tiny folder full of planted bad input
@@ -120,7 +121,15 @@ def test_spark_submit_runs_the_ingest_job(cfg, tmp_path):
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
     result = subprocess.run(
-        [str(venv_bin / "spark-submit"), "--master", "local[1]", "jobs/ingest.py", "--config", str(cfg.source_file)],
+        [
+            str(venv_bin / "spark-submit"),
+            *submit_options(cfg.spark),
+            "--master",
+            "local[1]",
+            "jobs/ingest.py",
+            "--config",
+            str(cfg.source_file),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -132,6 +141,7 @@ def test_spark_submit_runs_the_ingest_job(cfg, tmp_path):
     strict = subprocess.run(
         [
             str(venv_bin / "spark-submit"),
+            *submit_options(cfg.spark),
             "jobs/ingest.py",
             "--config",
             str(cfg.source_file),

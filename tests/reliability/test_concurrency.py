@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from dmf_features.infra.config import load_config
+from dmf_features.infra.spark import submit_options
 from dmf_features.testing import movielens_files as fx
 from dmf_features.testing.delta_rows import table_rows
 from models.data import PinnedTable
@@ -30,8 +32,6 @@ from models.data import PinnedTable
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = fx.DAY1.date().isoformat(), fx.DAY2.date().isoformat()
-# jobs of seconds on tiny data: the JVM's optimising compiler would cost more CPU than it saves
-SUBMIT_OPTIONS = ("--driver-memory", "1g", "--driver-java-options", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
 class Lakeside:
@@ -44,7 +44,7 @@ class Lakeside:
         self.config = folder / "concurrency.yaml"
         self.jobs_started = 0
         self.config.write_text(f"""
-spark: {{master: "local[1]", shuffle_partitions: 1, driver_memory: 1g, conf: {{spark.ui.enabled: "false"}}}}
+spark: {{master: "local[1]", shuffle_partitions: 1, driver_memory: 1g, short_jobs: true, conf: {{spark.ui.enabled: "false"}}}}
 lake: {{uri: {self.lake}}}
 source: {{kind: movielens, movielens: {{path: {self.data}, posters: {self.data / "posters"}}}}}
 ingest: {{max_quarantined_share: 0.5}}  # a tiny folder full of planted bad input
@@ -59,7 +59,8 @@ features: {{history_length: 4, long_history_length: 8, buckets: 4, top_k: 3}}
         for script, *args in jobs:
             self.jobs_started += 1
             log = self.folder / f"{self.jobs_started:02d}-{Path(script).stem}.log"
-            command = [str(venv_bin / "spark-submit"), *SUBMIT_OPTIONS, f"jobs/{script}", "--config", str(self.config), *args]
+            options = submit_options(load_config(self.config).spark)  # jobs of seconds: spark.short_jobs
+            command = [str(venv_bin / "spark-submit"), *options, f"jobs/{script}", "--config", str(self.config), *args]
             command += ["--set", f"lake.uri={lake}"] if lake else []
             with log.open("w") as out:  # a file, not a pipe: a job must never wait for the test to read it
                 running.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT), log))

@@ -20,10 +20,10 @@ from dmf_features.infra.config import load_config
 from dmf_features.infra.faults import CRASH_AT
 from dmf_features.infra.lake import Lake
 from dmf_features.infra.runs import complete_version
+from dmf_features.infra.spark import submit_options
 from dmf_features.ingest import ingest
 from dmf_features.testing import movielens_files as fx
 from dmf_features.testing.delta_rows import table_rows
-from dmf_features.testing.tiny_lake import build_tiny_lake
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ QUIET = {"progress": lambda _: None}
 def _config(folder: Path, lake: Path) -> Path:
     path = folder / f"{lake.name}.yaml"
     path.write_text(f"""
-spark: {{master: "local[1]", shuffle_partitions: 2, driver_memory: 1g}}
+spark: {{master: "local[1]", shuffle_partitions: 2, driver_memory: 1g, short_jobs: true}}
 lake: {{uri: {lake}}}
 source: {{kind: movielens, movielens: {{path: {folder / "movielens"}, posters: {folder / "movielens" / "posters"}}}}}
 ingest: {{max_quarantined_share: 0.5}}
@@ -109,7 +109,7 @@ def test_a_killed_stage_leaves_every_table_whole_and_a_rerun_finishes_the_job(sp
     versions_before = _versions(lake_dir)
     readable_before = {t: lake.complete_version(t) for t in versions_before if t != "runs"}
 
-    _killed([str(Path(sys.executable).parent / "spark-submit"), job, "--config", str(config)], point)
+    _killed([str(Path(sys.executable).parent / "spark-submit"), *submit_options(cfg.spark), job, "--config", str(config)], point)
 
     for table, version in _versions(lake_dir).items():  # each at its previous version or the next: never in between
         assert version - versions_before.get(table, -1) in (0, 1), (table, versions_before.get(table), version)
@@ -127,10 +127,10 @@ def test_a_killed_stage_leaves_every_table_whole_and_a_rerun_finishes_the_job(sp
     assert _tables(lake_dir) == expected
 
 
-def test_a_killed_training_run_registers_nothing_and_a_rerun_registers_the_model(spark, tmp_path):
+def test_a_killed_training_run_registers_nothing_and_a_rerun_registers_the_model(tiny_lake):
     import mlflow
 
-    config = build_tiny_lake(spark, tmp_path)
+    config = tiny_lake
     cfg = load_config(config)
     train = [sys.executable, "-m", "dmf_features.cli", "train", "--config", str(config)]
     samples_version = complete_version(cfg.lake.uri, "samples")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dmf_features.infra.config import load_config
-from dmf_features.infra.spark import SPARK_CONF_DIR
+from dmf_features.infra.spark import SHORT_JOB_JVM_OPTIONS, SPARK_CONF_DIR, submit_options
 from dmf_features.ingest.sources.synthetic import generate
 from dmf_features.orchestration.arguments import STAGES
 from dmf_features.testing.delta_rows import table_rows
@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JOBS = [STAGES[task].job for task in ("ingest", "embed", "build_features")]
 TABLES = {"items", "events", "quarantine", "item_embeddings", "samples", "user_sequences"}  # at least these
 RUN_STAMPS = {"item_embeddings": {"embedded_at"}, "runs": {"run_id", "at"}}  # differ between any two runs
-QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # JVMs that live seconds on tiny data: JIT and GC threads only cost
 GPU_ON_CPU = re.compile(
     r"a GPU was assigned to this task \(spark resources: gpu \['0'\]\) but CUDA is not usable here .*; encoding on CPU"
 )
@@ -36,6 +35,7 @@ GPU_ON_CPU = re.compile(
 CONFIG = """
 spark:
   driver_memory: 1g
+  short_jobs: true
   shuffle_partitions: 2
   conf: {{spark.ui.enabled: "false", spark.executor.extraJavaOptions: "{jvm}"}}
 lake: {{uri: lake}}  # each run sets its own
@@ -49,7 +49,7 @@ features: {{history_length: 4, long_history_length: 8, top_k: 2}}
 
 def test_a_gpu_cluster_builds_the_same_tables_as_local_mode(tmp_path):
     config = tmp_path / "pipeline.yaml"
-    config.write_text(CONFIG.format(data=tmp_path / "data", jvm=QUICK_JVM))
+    config.write_text(CONFIG.format(data=tmp_path / "data", jvm=SHORT_JOB_JVM_OPTIONS))
     generate(load_config(config).source.synthetic)  # once, before the two runs read it at the same time
     # the runs side by side: each spends much of its time starting JVMs and Python workers, so on 2 cores
     # the test takes about 115 s instead of 150 s
@@ -97,10 +97,7 @@ def _submit_pipeline(folder: Path, config: Path, master: str, *overrides: str) -
             str(bin_dir / "spark-submit"),
             "--master",
             master,
-            "--driver-memory",
-            "1g",
-            "--driver-java-options",
-            QUICK_JVM,
+            *submit_options(load_config(config).spark),
             str(ROOT / "jobs" / f"{job}.py"),
         ]
         command += ["--config", str(config), *(arg for setting in settings for arg in ("--set", setting))]
