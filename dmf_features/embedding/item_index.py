@@ -41,6 +41,21 @@ def _on_gpu(index: faiss.Index) -> faiss.Index:
     return faiss.index_cpu_to_all_gpus(index) if gpus > 0 else index
 
 
+def current_index(lake: Lake, fused_version: str) -> str | None:
+    """Where the index of `fused_version` is saved, if `latest.json` points at it and it was built from the
+    versions of `item_embeddings` and `items` a rebuild would read now (a daily run with nothing new to
+    embed then rebuilds nothing); else None."""
+    slug = version_slug(fused_version)
+    pointer = read_bytes(f"{lake.root}/{FOLDER}/latest.json")
+    if pointer is None:
+        return None
+    meta = json.loads(pointer)
+    inputs = {"item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name), "items_version": lake.version(ITEMS.name)}
+    if meta.get("slug") != slug or any(meta.get(key) != version for key, version in inputs.items()):
+        return None
+    return f"{lake.root}/{FOLDER}/{slug}"
+
+
 def build_index(spark: SparkSession, lake: Lake, fused_version: str, latest: bool = True) -> str:
     """Index every item's fused vector of `fused_version`; returns where it was saved. `latest`: point
     `latest.json` (what `dmf similar` opens by default) at it."""
@@ -71,6 +86,7 @@ def build_index(spark: SparkSession, lake: Lake, fused_version: str, latest: boo
         "dim": int(index.d),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "item_embeddings_version": lake.version(ITEM_EMBEDDINGS.name),
+        "items_version": lake.version(ITEMS.name),  # the titles shown
         "metric": "cosine",
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from dmf_features.embedding import images
-from dmf_features.embedding.item_index import build_index
+from dmf_features.embedding.item_index import build_index, current_index
 from dmf_features.embedding.versions import Plan, fused_version, plans
 from dmf_features.infra.accounting import StageAccount
 from dmf_features.infra.config import Config, EmbeddingConfig
@@ -197,8 +197,12 @@ def embed_items(
     phases["write"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    progress("building the nearest-item index")
-    index_path = build_index(spark, lake, fused_count.version)
+    index_path = current_index(lake, fused_count.version)
+    if index_path is None:
+        progress("building the nearest-item index")
+        index_path = build_index(spark, lake, fused_count.version)
+    else:
+        progress("the nearest-item index is up to date: built from these item_embeddings and items versions")
     phases["index"] = time.monotonic() - clock
     return EmbedReport(counts, commits, index_path, phases, resolved_rows)
 

@@ -121,13 +121,20 @@ def test_rerun_embeds_nothing_and_a_changed_title_re_embeds_exactly_that_item(sp
     embed_items(spark, cfg, lake, progress=lambda _: None)
     before = {m: vectors(spark, lake, m) for m in ("text", "image", "fused")}
 
-    again = embed_items(spark, cfg, lake, progress=lambda _: None)
+    built = ItemIndex.load(lake).meta["built_at"]
+    said = []
+    again = embed_items(spark, cfg, lake, progress=said.append)
     assert [c.embedded for c in again.counts] == [0, 0, 0]
     assert "nothing new to embed" in again.render()
+    assert "building the nearest-item index" not in said and any("index is up to date" in line for line in said)
+    assert ItemIndex.load(lake).meta["built_at"] == built and again.index_path
 
     write_items(spark, lake, {**small, 2: ("A completely different film", small[2][1], None)})
-    changed = embed_items(spark, cfg, lake, progress=lambda _: None)
+    said.clear()
+    changed = embed_items(spark, cfg, lake, progress=said.append)
     assert {c.modality: c.embedded for c in changed.counts} == {"text": 1, "image": 0, "fused": 1}
+    assert "building the nearest-item index" in said  # new vectors and a new title: rebuilt
+    assert ItemIndex.load(lake).titles[2] == "A completely different film"
     after = {m: vectors(spark, lake, m) for m in ("text", "image", "fused")}
     assert after["image"].keys() == before["image"].keys()
     differs = {key for key in after["text"] if not np.allclose(after["text"][key], before["text"][key])}
