@@ -123,7 +123,9 @@ def _fresh_lake(built: Path, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(NAME, __doc__, quick="2 rounds instead of 5", tiny="1 round, the bare session and every stage submitted once").parse_args(argv)
+    args = parser(
+        NAME, __doc__, quick="2 rounds instead of 5", tiny="1 round, the bare session and every stage submitted once"
+    ).parse_args(argv)
     repeats = REPEATS[args.size]
     bare = BARE if args.size != "tiny" else {"session": BARE["session"]}  # the breakdown's extra scripts: not at --tiny
     with tempfile.TemporaryDirectory(prefix="dmf-bench-startup-") as tmp:
