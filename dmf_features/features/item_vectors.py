@@ -8,6 +8,8 @@ copy L vectors into each sample).
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -21,11 +23,8 @@ def load_item_vectors(
 ) -> dict[str, ModalityVectors]:
     """{modality: vectors of that encoder version} from item_embeddings at `table_version` (default:
     the latest); a version with no rows is an error."""
-    result = {}
-    for modality, version in versions.items():
-        ids, matrix, _ = read_version(spark, lake, modality, version, table_version)
-        result[modality] = ModalityVectors(version, ids, matrix)
-    return result
+    read = read_versions(spark, lake, versions, table_version)
+    return {modality: ModalityVectors(versions[modality], ids, matrix) for modality, (ids, matrix, _) in read.items()}
 
 
 def read_version(
@@ -33,8 +32,23 @@ def read_version(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One encoder version's item ids (sorted), vectors [n, D] and input hashes, in that order, from
     item_embeddings at `table_version`; a version with no rows is an error."""
-    table = lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "=", modality)])
-    arrow = table.where(F.col("encoder_version") == version).select("item_id", "vector", "input_hash").toArrow()
+    return read_versions(spark, lake, {modality: version}, table_version)[modality]
+
+
+def read_versions(
+    spark: SparkSession, lake: Lake, versions: dict[str, str], table_version: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`read_version` of each {modality: version} in one Spark job: a job costs seconds in a JVM that has
+    just started, more than the few vectors of a daily run take to read."""
+    table = lake.read(spark, ITEM_EMBEDDINGS.name, version=table_version, partition_filters=[("modality", "in", list(versions))])
+    wanted = F.lit(False)
+    for modality, version in versions.items():
+        wanted = wanted | ((F.col("modality") == modality) & (F.col("encoder_version") == version))
+    arrow = table.where(wanted).select("modality", "item_id", "vector", "input_hash").toArrow()
+    return {m: _arrays(arrow.filter(pc.equal(arrow.column("modality"), m)), m, v) for m, v in versions.items()}
+
+
+def _arrays(arrow: pa.Table, modality: str, version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if arrow.num_rows == 0:
         raise LookupError(f"item_embeddings has no {modality} vectors of {version}: run `dmf embed` with this config first")
     ids = arrow.column("item_id").to_numpy()
