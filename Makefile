@@ -29,7 +29,7 @@ demo: $(STAMP)
 ## module stays on one worker, so its shared lake is built once; tests/conftest.py orders the work), the 25
 ## slowest steps listed at the end; pytest's "no tests" counts as success. Inner loop: README, "Testing".
 test: $(STAMP)
-	python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+	python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 ## bench: every benchmark, small (--quick, results in bench/results/NAME.quick.json); full size: `python -m bench.NAME`
 bench: $(STAMP)

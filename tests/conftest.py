@@ -51,33 +51,27 @@ def lake(tmp_path) -> Lake:
     return Lake(LakeConfig(uri=str(tmp_path / "lake"), commit_retries=12))
 
 
-# `make test` runs on two pytest-xdist workers (`--dist loadgroup --no-loadscope-reorder`): each module is
+# `make test` runs on two pytest-xdist workers (`--dist loadscope --no-loadscope-reorder`): each module is
 # one unit of work (its module fixtures are built once), handed out in collection order. The longest
 # units go first (README, "Testing"): one of them started last would finish minutes after the rest. A
 # worker queues the next unit while it still runs its last two tests, so a short unit follows the longest.
 LONGEST_FIRST = (
-    "tests/dags/test_dag_runs.py::test_backfill_twice_then_a_manual_day_then_training_promotes_then_refuses",
+    "tests/dags/test_dag_runs.py",
     "tests/reliability/test_standalone_cluster.py",
-    "tests/dags/test_dag_runs.py::test_manual_runs_process_the_day_they_name_or_the_last_complete_one",
+    "tests/dags/test_manual_runs.py",
     "tests/reliability/test_crashes.py",
     "tests/reliability/test_concurrency.py",
     "tests/bench/test_benchmarks.py",
 )
-SPLIT_MODULES = ("tests/dags/test_dag_runs.py",)  # tests that share nothing: each its own unit
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`pytest -m "not e2e"` is the fast suite: a test that starts Spark without the marker is a mistake.
-    Each module is one xdist group, and the longest units go first (`LONGEST_FIRST`)."""
+    The longest modules go first (`LONGEST_FIRST`); the order within a module is kept."""
     unmarked = [
         item.nodeid for item in items if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e")
     ]
     if unmarked:
         raise pytest.UsageError("tests that use the `spark` fixture must be marked e2e: " + ", ".join(unmarked))
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        if module not in SPLIT_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
-    items.sort(key=lambda item: min(rank.get(item.nodeid, len(rank)), rank.get(item.nodeid.split("::")[0], len(rank))))
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
