@@ -36,7 +36,7 @@ from dmf_features.testing import movielens_files
 NAME = "startup"
 PROJECT = Path(__file__).resolve().parent.parent
 EMPTY_DAY = "2001-01-01"  # before every event of the fixture: nothing to ingest or build
-REPEATS = {"full": 5, "quick": 2, "tiny": 1}
+REPEATS = {"full": 3, "quick": 2, "tiny": 1}
 
 # stage -> (its job's arguments, what `python -c` imports for it: the command line and the stage's entry point)
 STAGES = {
@@ -142,7 +142,7 @@ def _fresh_lake(built: Path, folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(
-        NAME, __doc__, quick="2 rounds instead of 5", tiny="1 round, the bare session and the feature stage only"
+        NAME, __doc__, quick="2 rounds instead of 3", tiny="1 round, the bare session and the feature stage only"
     ).parse_args(argv)
     repeats = REPEATS[args.size]
     # --tiny: the bare session and one stage, each once (the test that keeps the benchmark working)
