@@ -71,12 +71,14 @@ def _backfill(deployment: Deployment, start: dt.date, end: dt.date, *options: st
     """`airflow backfill create` and wait for the scheduler to finish every run of the range."""
     created = time.time()
     command = ("backfill", "create", "--dag-id", "dmf_daily", "--from-date", str(start), "--to-date", str(end), *options)
-    for _ in range(30):  # the scheduler marks the previous backfill complete within 30 s of its last run
+    # Retried while the scheduler has not yet marked the previous backfill complete (within 30 s of its last
+    # run), and while SQLite is locked by another service's write (seen when the machine is busy).
+    for attempt in range(30):
         try:
             airflow(deployment.env, *command)
             break
         except RuntimeError as e:
-            if "Another backfill is running" not in str(e):
+            if attempt == 29 or not any(m in str(e) for m in ("Another backfill is running", "database is locked")):
                 raise
             time.sleep(5)
     expected = {(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)}
